@@ -1,0 +1,151 @@
+"""FailureClassifier: is a failure async-eligible (calibrated probability), and of which category.
+
+fit(X, y, category):
+1. FailureFeatures on all rows (unsupervised: vocabulary and IDF).
+2. A logistic regression on a stratified (1 - calibration_size) share of the rows.
+3. Platt scaling on the held-out share: p = 1 / (1 + exp(-(a * s + b))), s the regression's score.
+4. The decision threshold minimizing expected cost on the held-out share, where a failure wrongly
+   returned as final costs `cost_ratio` and one wrongly held async costs 1 (ties → nearest to the
+   Bayes threshold 1 / (1 + cost_ratio)).
+5. A multinomial logistic regression over the failure categories (when categories are given).
+
+`build_classifier(params)` is the one way to make one; the fast scorer (model.scorer) is built from a
+fitted instance and gives the same numbers without pandas or scipy on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+
+from model.features import FailureFeatures
+from model.schema import CATEGORIES
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "ngram_range": (1, 4),
+    "min_df": 2,
+    "max_features": 200_000,
+    "C": 8.0,
+    "category_C": 8.0,
+    "calibration_size": 0.2,
+    "cost_ratio": 5.0,
+    "category_max_rows": 60_000,
+    "random_state": 0,
+}
+
+
+def bayes_threshold(cost_ratio: float) -> float:
+    """With calibrated p, holding async costs (1 - p) and returning final costs cost_ratio * p."""
+    return 1.0 / (1.0 + cost_ratio)
+
+
+def choose_threshold(probability: np.ndarray, y: np.ndarray, cost_ratio: float) -> float:
+    """The threshold in 0.01..0.99 with the least expected cost on (probability, y)."""
+    grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
+    positives = y == 1
+    costs = np.array(
+        [cost_ratio * np.sum(positives & (probability < t)) + np.sum(~positives & (probability >= t)) for t in grid]
+    )
+    best = np.flatnonzero(costs == costs.min())
+    target = bayes_threshold(cost_ratio)
+    return float(grid[best[np.argmin(np.abs(grid[best] - target))]])
+
+
+class FailureClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """Calibrated async-eligibility classifier with a category head."""
+
+    def __init__(
+        self,
+        ngram_range: tuple[int, int] = (1, 4),
+        min_df: int = 2,
+        max_features: int | None = 200_000,
+        C: float = 8.0,
+        category_C: float = 8.0,
+        calibration_size: float = 0.2,
+        cost_ratio: float = 5.0,
+        category_max_rows: int = 60_000,
+        random_state: int = 0,
+    ):
+        self.ngram_range = ngram_range
+        self.min_df = min_df
+        self.max_features = max_features
+        self.C = C
+        self.category_C = category_C
+        self.calibration_size = calibration_size
+        self.cost_ratio = cost_ratio
+        self.category_max_rows = category_max_rows
+        self.random_state = random_state
+
+    def fit(self, X: pd.DataFrame, y: Any, category: Any = None) -> FailureClassifier:
+        labels = np.asarray(y, dtype=np.int64)
+        if set(np.unique(labels)) != {0, 1}:
+            raise ValueError("training needs both classes (async_eligible 0 and 1)")
+        self.features_ = FailureFeatures(self.ngram_range, self.min_df, self.max_features)
+        matrix = self.features_.fit_transform(X)
+        rows = np.arange(matrix.shape[0])
+        fit_rows, cal_rows = train_test_split(
+            rows, test_size=self.calibration_size, stratify=labels, random_state=self.random_state
+        )
+        self.classifier_ = LogisticRegression(C=self.C, max_iter=3000)
+        self.classifier_.fit(matrix[fit_rows], labels[fit_rows])
+        scores = self.classifier_.decision_function(matrix[cal_rows])
+        platt = LogisticRegression(C=1e6, max_iter=1000).fit(scores.reshape(-1, 1), labels[cal_rows])
+        self.calibration_a_ = float(platt.coef_[0, 0])
+        self.calibration_b_ = float(platt.intercept_[0])
+        self.threshold_ = choose_threshold(self._calibrate(scores), labels[cal_rows], self.cost_ratio)
+        self.classes_ = np.array([0, 1])
+        self.category_classifier_: LogisticRegression | None = None
+        if category is not None:
+            self._fit_categories(matrix, np.asarray(category, dtype=object))
+        return self
+
+    def _fit_categories(self, matrix: sp.csr_matrix, category: np.ndarray) -> None:
+        known = np.array([c in CATEGORIES for c in category])
+        rows = np.flatnonzero(known)
+        if len(rows) > self.category_max_rows:
+            rng = np.random.default_rng(self.random_state)
+            rows = np.sort(rng.choice(rows, size=self.category_max_rows, replace=False))
+        if len(set(category[rows])) < 2:
+            return
+        head = LogisticRegression(C=self.category_C, max_iter=3000)
+        self.category_classifier_ = head.fit(matrix[rows], category[rows].astype(str))
+
+    def _calibrate(self, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(1.0 / (1.0 + np.exp(-(self.calibration_a_ * scores + self.calibration_b_))))
+
+    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.classifier_.decision_function(self.features_.transform(X)))
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        p = self._calibrate(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= self.threshold_).astype(np.int64)
+
+    def predict_category_proba(self, X: pd.DataFrame) -> np.ndarray:
+        if self.category_classifier_ is None:
+            raise ValueError("this model was trained without categories")
+        return np.asarray(self.category_classifier_.predict_proba(self.features_.transform(X)))
+
+    @property
+    def category_classes(self) -> list[str]:
+        head = self.category_classifier_
+        return [] if head is None else [str(c) for c in head.classes_]
+
+
+def build_classifier(params: Mapping[str, Any] | None = None) -> FailureClassifier:
+    """The one constructor: DEFAULT_PARAMS overridden by `params` (unknown keys are an error)."""
+    merged = {**DEFAULT_PARAMS, **(params or {})}
+    unknown = set(merged) - set(DEFAULT_PARAMS)
+    if unknown:
+        raise ValueError(f"unknown model parameters: {sorted(unknown)}")
+    merged["ngram_range"] = tuple(merged["ngram_range"])
+    return FailureClassifier(**merged)

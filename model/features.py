@@ -1,0 +1,126 @@
+"""FailureFeatures: failure records → one sparse matrix [message TF-IDF | categorical | latency].
+
+- message: character n-gram TF-IDF (`char_wb`, which needs no word segmenter for Chinese) over
+  `normalize_message` text. Normalized messages repeat heavily, so each distinct one is vectorized
+  once and rows index into it.
+- categorical: one-hot `categorical_tokens` (insurer, operation, error-code tokens, HTTP status)
+  through a DictVectorizer; distinct (insurer, operation, code, status) tuples are vectorized once.
+- latency: the fixed LATENCY_FEATURES block (missing flag, log latency, bins, whole-second flag),
+  computed with numpy; `model.text.latency_features` is the same mapping for one failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from model.records import Failure, iter_failures
+from model.text import (
+    LATENCY_EDGES_MS,
+    LATENCY_FEATURES,
+    WHOLE_SECOND_SLACK,
+    categorical_tokens,
+    normalize_message,
+)
+
+
+def distinct_normalized(messages: list[str]) -> tuple[list[str], np.ndarray]:
+    """Distinct normalized messages and, per input message, the index of its normalized form."""
+    raw_codes, raw_uniques = pd.factorize(pd.Series(messages, dtype=object), use_na_sentinel=False)
+    normalized = [normalize_message(m) for m in raw_uniques]
+    norm_codes, norm_uniques = pd.factorize(pd.Series(normalized, dtype=object), use_na_sentinel=False)
+    return [str(m) for m in norm_uniques], np.asarray(norm_codes)[raw_codes]
+
+
+def distinct_categoricals(failures: list[Failure]) -> tuple[list[dict[str, float]], np.ndarray]:
+    """Token dicts of the distinct (insurer, operation, code, status) tuples, and each row's index."""
+    seen: dict[tuple[Any, ...], int] = {}
+    index = np.fromiter(
+        (seen.setdefault((f.insurer, f.operation, f.error_code, f.http_status), len(seen)) for f in failures),
+        dtype=np.int64,
+        count=len(failures),
+    )
+    dicts = [dict.fromkeys(categorical_tokens(*key), 1.0) for key in seen]
+    return dicts, index
+
+
+def latency_block(failures: list[Failure]) -> sp.csr_matrix:
+    """The LATENCY_FEATURES columns for every failure (vectorized `latency_features`)."""
+    latency = np.array([np.nan if f.latency_ms is None else f.latency_ms for f in failures], dtype=np.float64)
+    n = len(latency)
+    block = np.zeros((n, len(LATENCY_FEATURES)), dtype=np.float64)
+    missing = np.isnan(latency) | (latency < 0)
+    present = ~missing
+    block[missing, 0] = 1.0
+    values = latency[present]
+    block[present, 1] = np.log1p(values) / 10.0
+    bins = np.searchsorted(np.asarray(LATENCY_EDGES_MS), values, side="right")
+    block[np.flatnonzero(present), 2 + bins] = 1.0
+    seconds = values / 1000.0
+    whole = (seconds >= 1.0) & (seconds - np.floor(seconds) < WHOLE_SECOND_SLACK)
+    block[np.flatnonzero(present)[whole], len(LATENCY_FEATURES) - 1] = 1.0
+    return sp.csr_matrix(block)
+
+
+class FailureFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Sparse features of failure records (a DataFrame with the contract's feature columns)."""
+
+    def __init__(self, ngram_range: tuple[int, int] = (1, 4), min_df: int = 2, max_features: int | None = 200_000):
+        self.ngram_range = ngram_range
+        self.min_df = min_df
+        self.max_features = max_features
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> FailureFeatures:
+        self.fit_transform(X)
+        return self
+
+    def fit_transform(self, X: pd.DataFrame, y: Any = None, **fit_params: Any) -> sp.csr_matrix:
+        failures = list(iter_failures(X))
+        distinct, message_index = distinct_normalized([f.error_message for f in failures])
+        vectorizer = TfidfVectorizer(
+            analyzer="char_wb",
+            ngram_range=tuple(self.ngram_range),
+            min_df=self.min_df,
+            max_features=self.max_features,
+            lowercase=False,
+            sublinear_tf=True,
+            dtype=np.float64,
+        )
+        messages = vectorizer.fit_transform(distinct)
+        # plain ints: numpy ints in the vocabulary make skops artifacts 30x larger and slow to load
+        vectorizer.vocabulary_ = {term: int(index) for term, index in vectorizer.vocabulary_.items()}
+        self.message_vectorizer_ = vectorizer
+        self.n_message_features_ = len(vectorizer.vocabulary_)
+        dicts, categorical_index = distinct_categoricals(failures)
+        self.categorical_vectorizer_ = DictVectorizer(dtype=np.float64, sort=True)
+        categoricals = self.categorical_vectorizer_.fit_transform(dicts)
+        return sp.hstack(
+            [messages[message_index], categoricals[categorical_index], latency_block(failures)], format="csr"
+        )
+
+    def transform(self, X: pd.DataFrame) -> sp.csr_matrix:
+        return self.transform_failures(list(iter_failures(X)))
+
+    def transform_failures(self, failures: list[Failure]) -> sp.csr_matrix:
+        distinct, message_index = distinct_normalized([f.error_message for f in failures])
+        messages = self.message_vectorizer_.transform(distinct)
+        dicts, categorical_index = distinct_categoricals(failures)
+        categoricals = self.categorical_vectorizer_.transform(dicts)
+        return sp.hstack(
+            [messages[message_index], categoricals[categorical_index], latency_block(failures)], format="csr"
+        )
+
+    def field_names(self) -> list[str]:
+        """Names of the columns after the message block, in order: categorical, then latency."""
+        return [*self.categorical_vectorizer_.feature_names_, *LATENCY_FEATURES]
+
+    def feature_names(self) -> list[str]:
+        """Readable names: `text:'<n-gram>'` for the message block, the field feature name otherwise."""
+        grams = self.message_vectorizer_.get_feature_names_out()
+        return [f"text:{g!r}" for g in grams] + self.field_names()

@@ -1,0 +1,164 @@
+"""Text normalization and field tokens: the one mapping from raw failure fields to model tokens.
+
+`normalize_message` turns an error message into the text the character n-grams see: Unicode NFKC
+(full-width → half-width), case-folded, with volatile values (ids, numbers, hosts, times) masked so
+that "order P2026112400001 timed out after 3000ms" and "order P2026112400977 timed out after 5000ms"
+become the same text. `field_features` turns the structured fields into named features.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from typing import Final
+
+_MAX_MESSAGE_CHARS: Final = 2_000
+
+# Order matters: the most specific patterns first. Every pattern runs on case-folded text.
+_MASKS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
+    (re.compile(r"https?://[^\s\"'<>]+"), " <url> "),
+    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), " <email> "),
+    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), " <uuid> "),
+    (
+        re.compile(
+            r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[ t]\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)?(?:z|[+-]\d{2}:?\d{2})?"
+        ),
+        " <ts> ",
+    ),
+    (re.compile(r"\b\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?\b"), " <ts> "),
+    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b"), " <ip> "),
+    (re.compile(r"\[?(?:[0-9a-f]{1,4}:){3,7}[0-9a-f]{1,4}\]?(?::\d{1,5})?"), " <ip> "),
+    (
+        re.compile(
+            r"\b(?:[a-z0-9-]+\.)+(?:com|cn|net|org|io|local|internal|svc|cluster|xyz|cloud|api)(?::\d{1,5})?\b(?!\.[a-z])"
+        ),
+        " <host> ",
+    ),
+    (re.compile(r"(?<![0-9a-z])\d{17}[0-9x](?![0-9a-z])"), " <idno> "),
+    (re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)"), " <phone> "),
+    (re.compile(r"\b[0-9a-f]{16,}\b"), " <hex> "),
+    (re.compile(r"\b(?=[a-z_-]*\d)(?=\d*[a-z_])[a-z0-9_-]{8,}\b"), " <id> "),
+    (re.compile(r"\d+\.\d+"), " <dec> "),
+    (re.compile(r"\d{5,}"), " <num> "),
+)
+_SPACES: Final = re.compile(r"\s+")
+
+
+def normalize_message(message: str | None) -> str:
+    """NFKC + case-fold + mask volatile values; '' for a missing message."""
+    if not message:
+        return ""
+    text = unicodedata.normalize("NFKC", message[:_MAX_MESSAGE_CHARS]).casefold()
+    for pattern, replacement in _MASKS:
+        text = pattern.sub(replacement, text)
+    return _SPACES.sub(" ", text).strip()
+
+
+_CODE_SPLIT: Final = re.compile(r"[._\-:/\s]+")
+_LETTERS: Final = re.compile(r"[^\W\d_]+")
+_DIGITS: Final = re.compile(r"\d+")
+
+# latency bins (ms, upper edges); a timeout clusters just above a whole number of seconds
+LATENCY_EDGES_MS: Final = (
+    20.0,
+    50.0,
+    100.0,
+    200.0,
+    500.0,
+    1_000.0,
+    2_000.0,
+    4_000.0,
+    8_000.0,
+    15_000.0,
+    30_000.0,
+)
+
+
+def code_tokens(code: str | None) -> list[str]:
+    """Tokens of an error code: whole, namespace parts, letter prefix, shape, leading digit."""
+    if code is None:
+        return ["code:missing"]
+    text = unicodedata.normalize("NFKC", code).strip().casefold()[:128]
+    if not text:
+        return ["code:missing"]
+    tokens = [f"code={text}"]
+    parts = [p for p in _CODE_SPLIT.split(text) if p]
+    if len(parts) > 1:
+        tokens.extend(f"code_part={p}" for p in parts)
+        tokens.append(f"code_ns={parts[0]}")
+    for word in _LETTERS.findall(text):
+        if len(word) > 1:
+            tokens.append(f"code_word={word}")
+    prefix = _LETTERS.match(text)
+    if prefix:
+        tokens.append(f"code_prefix={prefix.group(0)[:4]}")
+    shape = _DIGITS.sub("9", _LETTERS.sub("a", text))
+    tokens.append(f"code_shape={shape[:16]}")
+    digits = _DIGITS.findall(text)
+    if digits and text.lstrip("-").isdigit():
+        number = digits[0]
+        tokens.append(f"code_num_len={len(number)}")
+        tokens.append(f"code_lead={number[0]}")
+        if text.startswith("-"):
+            tokens.append("code_negative")
+    return tokens
+
+
+#: The latency block: a fixed set of columns, the same for every model.
+LATENCY_FEATURES: Final = (
+    "latency:missing",
+    "log_latency",
+    *(f"latency_bin={i}" for i in range(len(LATENCY_EDGES_MS) + 1)),
+    "latency_at_whole_second",
+)
+#: A client timeout lands just past a whole number of seconds (within this fraction of a second).
+WHOLE_SECOND_SLACK: Final = 0.08
+
+
+def categorical_tokens(
+    insurer: str | None, operation: str | None, error_code: str | None, http_status: int | None
+) -> list[str]:
+    """Insurer, operation, error-code tokens and HTTP status as one-hot feature names, each once."""
+    insurer_key = (insurer or "").strip().casefold()[:128]
+    tokens = [f"insurer={insurer_key}", f"operation={(operation or '').strip().casefold()[:64]}"]
+    tokens.extend(code_tokens(error_code))
+    if error_code and error_code.strip():
+        tokens.append(f"insurer_code={insurer_key}|{error_code.strip().casefold()[:128]}")
+    if http_status is None:
+        tokens.append("status:missing")
+    else:
+        tokens.append(f"status={http_status}")
+        tokens.append(f"status_class={http_status // 100}xx")
+    return list(dict.fromkeys(tokens))  # each token once (a code may repeat a word)
+
+
+def latency_features(latency_ms: float | None) -> dict[str, float]:
+    """The latency block for one failure (names from LATENCY_FEATURES)."""
+    if latency_ms is None or math.isnan(latency_ms) or latency_ms < 0:
+        return {"latency:missing": 1.0}
+    feats = {"log_latency": math.log1p(latency_ms) / 10.0, f"latency_bin={latency_bin(latency_ms)}": 1.0}
+    seconds = latency_ms / 1000.0
+    if seconds >= 1.0 and seconds - math.floor(seconds) < WHOLE_SECOND_SLACK:
+        feats["latency_at_whole_second"] = 1.0
+    return feats
+
+
+def field_features(
+    insurer: str | None,
+    operation: str | None,
+    error_code: str | None,
+    http_status: int | None,
+    latency_ms: float | None,
+) -> dict[str, float]:
+    """All structured fields of one failure as named features (one-hot tokens and the latency block)."""
+    feats = dict.fromkeys(categorical_tokens(insurer, operation, error_code, http_status), 1.0)
+    feats.update(latency_features(latency_ms))
+    return feats
+
+
+def latency_bin(latency_ms: float) -> int:
+    for index, edge in enumerate(LATENCY_EDGES_MS):
+        if latency_ms < edge:
+            return index
+    return len(LATENCY_EDGES_MS)

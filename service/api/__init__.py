@@ -1,0 +1,1 @@
+"""HTTP layer: request/response schemas and one router per resource."""

@@ -1,0 +1,55 @@
+"""POST /classify and /classify/batch: score failures with the serving model."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+
+from model.records import Failure
+from service.api.deps import MetricsDep, ModelsDep
+from service.api.responses import JSONBytes
+from service.api.schemas import ClassifyBatchRequest, ClassifyBatchResponse, ClassifyRequest, ClassifyResponse
+
+router = APIRouter(tags=["classify"])
+
+#: Batches up to this size are scored on the event loop (well under a millisecond); larger ones in a thread.
+INLINE_BATCH: Final = 64
+
+
+def failure_of(body: ClassifyRequest) -> Failure:
+    return Failure(
+        body.insurer,
+        body.operation,
+        body.error_code or None,
+        body.error_message,
+        body.http_status,
+        body.latency_ms,
+    )
+
+
+@router.post("/classify", response_model=ClassifyResponse, response_class=JSONBytes)
+async def classify(body: ClassifyRequest, models: ModelsDep, metrics: MetricsDep) -> JSONBytes:
+    """Classify one failure: async-eligible (execute again later) or final."""
+    verdict = models.current.classify(failure_of(body))
+    metrics.classified(verdict)
+    return JSONBytes(verdict.as_dict())
+
+
+@router.post("/classify/batch", response_model=ClassifyBatchResponse, response_class=JSONBytes)
+async def classify_batch(
+    body: ClassifyBatchRequest, request: Request, models: ModelsDep, metrics: MetricsDep
+) -> JSONBytes:
+    """Classify 1 to 10,000 failures; results in the same order."""
+    model = models.current
+    failures = [failure_of(item) for item in body.items]
+    if len(failures) <= INLINE_BATCH:
+        verdicts = model.classify_many(failures)
+    else:
+        verdicts = await anyio.to_thread.run_sync(
+            model.classify_many, failures, limiter=request.app.state.classify_limiter
+        )
+    for verdict in verdicts:
+        metrics.classified(verdict)
+    return JSONBytes({"results": [v.as_dict() for v in verdicts]})

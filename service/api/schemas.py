@@ -1,0 +1,211 @@
+"""Request and response bodies of the HTTP API (contract section 2), validated at the edge.
+
+Numbers reject booleans (pydantic's lax mode would take `true` for 1), strings have length limits,
+and /process payloads are bounded in size and depth; a refused body writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+MAX_PAYLOAD_DEPTH = 32
+
+
+def _no_bool(value: Any) -> Any:
+    """A JSON number or null: booleans and strings (even "503") are refused, as the contract types them."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    if isinstance(value, str):
+        raise ValueError("must be a number, not a string")
+    return value
+
+
+def _int_or_none(value: Any) -> Any:
+    value = _no_bool(value)
+    if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
+        raise ValueError("must be an integer")
+    return value
+
+
+# The bounds sit on the inner type: on the `| None` union they would be applied to None (a TypeError, 500).
+HttpStatus = Annotated[Annotated[int, Field(ge=100, le=599)] | None, BeforeValidator(_int_or_none)]
+LatencyMs = Annotated[Annotated[float, Field(ge=0, allow_inf_nan=False)] | None, BeforeValidator(_no_bool)]
+Name = Annotated[str, Field(max_length=128)]
+OrderId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-.:]{1,64}$", examples=["P2026112400001"])]
+Operation = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$", examples=["underwrite"])]
+
+
+class ClassifyRequest(BaseModel):
+    """One failure of a synchronous call."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "insurer": "acme",
+                    "operation": "underwrite",
+                    "error_code": "E1001",
+                    "error_message": "系统繁忙，请稍后再试",
+                    "http_status": 503,
+                    "latency_ms": 1840.0,
+                }
+            ]
+        },
+    )
+
+    insurer: Name
+    operation: Annotated[str, Field(max_length=64)]
+    error_code: Annotated[str | None, Field(max_length=256)] = None
+    error_message: Annotated[str, Field(max_length=65_536)]
+    http_status: HttpStatus = None
+    latency_ms: LatencyMs = None
+
+
+class Contribution(BaseModel):
+    feature: str
+    weight: float
+
+
+class ClassifyResponse(BaseModel):
+    async_eligible: bool
+    probability: float
+    threshold: float
+    category: str | None
+    model_version: str
+    explanation: list[Contribution]
+
+
+class ClassifyBatchRequest(BaseModel):
+    items: Annotated[list[ClassifyRequest], Field(min_length=1, max_length=10_000)]
+
+
+class ClassifyBatchResponse(BaseModel):
+    results: list[ClassifyResponse]
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value in containers (a scalar is 0, `{"a": 1}` is 1, `{"a": [1]}` is 2),
+    stopping early once past `limit`."""
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, dict | list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((v, depth + 1) for v in children)
+    return deepest
+
+
+class ProcessRequest(BaseModel):
+    """An order's synchronous call to make through asyncgate."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "P2026112400001",
+                    "insurer": "acme",
+                    "operation": "underwrite",
+                    "payload": {"product": "term-life-20", "premium": 1200},
+                }
+            ]
+        },
+    )
+
+    order_id: OrderId
+    insurer: Annotated[str, Field(min_length=1, max_length=128)]
+    operation: Operation
+    payload: dict[str, Any]
+
+    @field_validator("payload")
+    @classmethod
+    def _bounded_depth(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        if _depth(payload, MAX_PAYLOAD_DEPTH) > MAX_PAYLOAD_DEPTH:
+            raise ValueError(f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+        return payload
+
+
+NextAction = Literal["complete", "await_async", "return_failure"]
+State = Literal["SUCCEEDED", "FAILED", "ASYNC_PROCESSING", "DEAD"]
+
+
+class FailureOut(BaseModel):
+    error_code: str | None
+    error_message: str | None
+    http_status: int | None
+    latency_ms: float | None
+    async_eligible: bool | None
+    probability: float | None
+    category: str | None
+    model_version: str | None
+    outcome: str | None = None
+    explanation: list[Contribution] | None = None
+
+
+class ProcessResponse(BaseModel):
+    order_id: str
+    state: State
+    next_action: NextAction
+    result: dict[str, Any] | None
+    attempts: int
+    failure: FailureOut | None
+
+
+class AttemptOut(BaseModel):
+    at: dt.datetime
+    kind: str
+    latency_ms: float | None
+    outcome: str
+    error_code: str | None
+    error_message: str | None
+    http_status: int | None
+    async_eligible: bool | None
+    probability: float | None
+    category: str | None
+    model_version: str | None
+    explanation: list[Contribution] | None = None
+    actor: str
+
+
+class TransitionOut(BaseModel):
+    at: dt.datetime
+    from_state: str | None
+    to_state: str
+    reason: str
+    actor: str
+
+
+class OrderOut(BaseModel):
+    order_id: str
+    state: State
+    next_action: NextAction
+    insurer: str
+    operation: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    next_attempt_at: dt.datetime | None
+    attempt_count: int
+    last_outcome: str | None
+    category: str | None
+    result: dict[str, Any] | None
+    attempts: list[AttemptOut]
+    transitions: list[TransitionOut] | None = None
+
+
+class OrderPage(BaseModel):
+    orders: list[OrderOut]
+    next_cursor: str | None
+
+
+class ModelReloaded(BaseModel):
+    model_version: str

@@ -1,0 +1,338 @@
+"""The `asyncgate` command line (contract section 1): the one place that composes training and service.
+
+Every command builds its Settings once from flags and ASYNCGATE_* variables and hands them on.
+Training modules are imported inside the commands that need them, so `serve` and `worker` start
+without loading training code (and service/ never imports training/ elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from service.config import Settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="asyncgate: classify failed insurer calls and re-execute the async-eligible ones.",
+)
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, activate, rollback.")
+app.add_typer(models_app, name="models")
+
+ModelDirOpt = Annotated[Path | None, typer.Option("--model-dir", help="model registry or artifact folder")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def ensure_default_model(settings: Settings) -> None:
+    """Train the default model from generated data when the registry has no usable artifact."""
+    from model.registry import is_artifact_dir, resolve_artifact
+
+    model_dir = settings.resolved_model_dir
+    try:
+        resolve_artifact(model_dir)
+        return
+    except Exception:
+        if is_artifact_dir(model_dir):
+            raise
+    from training.generate import generate_failures, write_failures_csv
+    from training.train import train_artifact
+
+    data = settings.state_dir / "data" / f"default-{settings.default_train_rows}-{settings.default_train_seed}.csv"
+    if not data.exists():
+        typer.echo(f"generating the default training set ({settings.default_train_rows} rows) → {data}")
+        data.parent.mkdir(parents=True, exist_ok=True)
+        write_failures_csv(generate_failures(settings.default_train_rows, settings.default_train_seed), data)
+    typer.echo(f"training the default model → {model_dir}")
+    run = train_artifact([data], model_dir, make_active=True)
+    typer.echo(f"model {run.version} ready in {run.seconds:.1f}s")
+
+
+DbUrlOpt = Annotated[str | None, typer.Option("--db-url", help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB")]
+InsurersOpt = Annotated[Path | None, typer.Option("--insurers", help="insurers TOML file")]
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
+    db_url: DbUrlOpt = None,
+    model_dir: ModelDirOpt = None,
+    insurers: InsurersOpt = None,
+    workers: Annotated[int | None, typer.Option(help="server processes (default 1)")] = None,
+) -> None:
+    """Run the HTTP service (uvicorn). Trains the default model first when none exists."""
+    import uvicorn
+
+    from service.logs import configure_logging
+
+    settings = _settings(
+        host=host, port=port, db_url=db_url, model_dir=model_dir, insurers_file=insurers, workers=workers
+    )
+    ensure_default_model(settings)
+    configure_logging(settings.log_level)
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if settings.workers == 1:
+        from service.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+        return
+    import os
+
+    for key, value in settings.model_dump(exclude_unset=False).items():
+        if value is not None:
+            os.environ[f"ASYNCGATE_{key.upper()}"] = str(value)
+    uvicorn.run("service.asgi:app", factory=True, workers=settings.workers, **common)
+
+
+@app.command()
+def worker(
+    db_url: DbUrlOpt = None,
+    insurers: InsurersOpt = None,
+    model_dir: ModelDirOpt = None,
+    concurrency: Annotated[int | None, typer.Option(help="orders re-executed at once")] = None,
+    once: Annotated[bool, typer.Option("--once", help="process every order due now, then exit 0")] = False,
+) -> None:
+    """Run the re-execution worker."""
+    import anyio
+
+    from service.logs import configure_logging
+
+    settings = _settings(db_url=db_url, insurers_file=insurers, model_dir=model_dir, worker_concurrency=concurrency)
+    ensure_default_model(settings)
+    configure_logging(settings.log_level)
+    stats = anyio.run(_run_worker, settings, once)
+    typer.echo(
+        json.dumps(
+            {
+                "claimed": stats.claimed,
+                "finished": stats.finished,
+                "released": stats.released,
+                "errors": stats.errors,
+                "by_state": stats.by_state,
+            }
+        )
+    )
+
+
+async def _run_worker(settings: Settings, once: bool) -> Any:
+    import signal
+
+    import anyio
+
+    from service.runtime import open_runtime
+    from service.worker import Worker
+
+    stop = anyio.Event()
+
+    async def watch_signals(scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                stop.set()
+
+    async with open_runtime(settings) as runtime, anyio.create_task_group() as group:
+        group.start_soon(watch_signals, group.cancel_scope)
+        runner = Worker(
+            runtime.processor,
+            runtime.store,
+            batch=settings.worker_batch,
+            concurrency=settings.worker_concurrency,
+            lease_s=settings.lease_s,
+            poll_s=settings.worker_poll_s,
+        )
+        stats = await runner.run(once=once, stop=stop)
+        group.cancel_scope.cancel()
+    return stats
+
+
+@app.command("generate-data")
+def generate_data(
+    rows: Annotated[int, typer.Option(min=1, help="number of failures")],
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same file)")],
+    out: Annotated[Path, typer.Option(help="CSV to write")],
+) -> None:
+    """Write synthetic historical failures (contract section 5)."""
+    from training.generate import generate_failures, write_failures_csv
+
+    frame = generate_failures(rows, seed)
+    write_failures_csv(frame, out)
+    typer.echo(f"wrote {len(frame)} rows ({frame['async_eligible'].mean():.1%} async-eligible) to {out}")
+
+
+@app.command()
+def train(
+    data: Annotated[list[Path], typer.Option("--data", help="CSV of historical failures; repeat for several")],
+    out: Annotated[Path | None, typer.Option(help="model registry folder (default: the state folder's)")] = None,
+    make_active: Annotated[bool, typer.Option("--activate", help="make the new version active")] = False,
+    no_eval: Annotated[bool, typer.Option("--no-eval", help="skip the held-out evaluation")] = False,
+) -> None:
+    """Train a model and add it as a new version to the registry."""
+    from training.train import train_artifact
+    from training.validate import DataError
+
+    registry = out if out is not None else _settings().resolved_model_dir
+    try:
+        run = train_artifact(data, registry, make_active=make_active, holdout_metrics=not no_eval)
+    except DataError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(
+        f"version {run.version} → {run.artifact} ({'active' if run.activated else 'not active'}, {run.seconds:.1f}s)"
+    )
+    holdout = run.metrics.get("holdout_random_20pct")
+    if holdout:
+        from training.evaluate import summary_table
+
+        typer.echo(summary_table({"holdout": holdout}))
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="model registry or artifact folder")],
+    data: Annotated[Path, typer.Option(help="labelled CSV (contract section 5)")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics as JSON here")] = None,
+) -> None:
+    """Score a labelled CSV with a trained model; print (and optionally write) the metrics."""
+    from model.artifact import ArtifactError, load_artifact
+    from model.registry import resolve_artifact
+    from training.evaluate import evaluate_model, summary_table
+    from training.validate import DataError, load_failures
+
+    try:
+        loaded = load_artifact(resolve_artifact(model_dir))
+        frame = load_failures([data], need_both_classes=False)
+    except (ArtifactError, DataError) as exc:
+        raise _fail(str(exc)) from exc
+    metrics = evaluate_model(loaded.classifier, frame)
+    typer.echo(f"model {loaded.version} on {data} ({len(frame)} rows)")
+    typer.echo(summary_table(metrics))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"model_version": loaded.version, **metrics}, indent=2) + "\n")
+
+
+@app.command()
+def gate(
+    gate_file: Annotated[Path | None, typer.Option("--gate", help="thresholds (default: training/gate.toml)")] = None,
+    out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/gate"),
+    rows: Annotated[int | None, typer.Option(help="override the gate's row count")] = None,
+) -> None:
+    """Train on the default generated data, evaluate all splits, fail below the gate."""
+    from training.evaluate import summary_table
+    from training.gate import DEFAULT_GATE_FILE, run_gate
+
+    result = run_gate(gate_file or DEFAULT_GATE_FILE, out, rows=rows)
+    typer.echo(summary_table({r.name: r.metrics for r in result.results}))
+    typer.echo(f"report: {result.report}")
+    if not result.passed:
+        for violation in result.violations:
+            typer.secho(f"GATE FAILED: {violation}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
+    typer.echo("gate passed")
+
+
+@models_app.command("list")
+def models_list(model_dir: ModelDirOpt = None) -> None:
+    """List the registry's versions (* marks the active one)."""
+    from model.registry import list_versions
+
+    registry = model_dir or _settings().resolved_model_dir
+    versions = list_versions(registry)
+    if not versions:
+        typer.echo(f"no versions in {registry}")
+    for v in versions:
+        holdout = v.card.get("metrics", {}).get("holdout_random_20pct", {}).get("model", {})
+        f1 = holdout.get("async", {}).get("f1")
+        rows = v.card.get("training_data", {}).get("rows")
+        typer.echo(
+            f"{'*' if v.active else ' '} {v.version}  rows={rows}  async_f1={f1 if f1 is None else round(f1, 4)}"
+        )
+
+
+@models_app.command("activate")
+def models_activate(version: str, model_dir: ModelDirOpt = None) -> None:
+    """Make VERSION the active model (the previous one is kept for rollback)."""
+    from model.artifact import ArtifactError, load_artifact
+    from model.registry import RegistryError, activate
+
+    registry = model_dir or _settings().resolved_model_dir
+    try:
+        load_artifact(registry / version)  # refuse to activate what would not load
+        activate(registry, version)
+    except (ArtifactError, RegistryError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"active: {version}")
+
+
+@models_app.command("rollback")
+def models_rollback(model_dir: ModelDirOpt = None) -> None:
+    """Re-activate the previously active version."""
+    from model.registry import RegistryError, rollback
+
+    registry = model_dir or _settings().resolved_model_dir
+    try:
+        version = rollback(registry)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"active: {version}")
+
+
+@app.command("simulate-insurer")
+def simulate_insurer(
+    port: Annotated[int, typer.Option(help="port to listen on")],
+    scenario: Annotated[str, typer.Option(help="normal, flaky, slow, outage, throttle, fast, new-codes")] = "normal",
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    style: Annotated[str | None, typer.Option(help="partner style from data/vocab to word failures")] = None,
+    state_file: Annotated[Path | None, typer.Option(help="persist the ledger here (survives restarts)")] = None,
+) -> None:
+    """Run a simulated insurer speaking the insurer protocol (contract section 3)."""
+    from service.simulator import serve_simulator
+
+    serve_simulator(host=host, port=port, scenario=scenario, seed=seed, style=style, state_file=state_file)
+
+
+@app.command()
+def demo(
+    orders: Annotated[int, typer.Option(min=1, help="orders to send")] = 200,
+    scenario: Annotated[str, typer.Option(help="simulator scenario")] = "flaky",
+    model_dir: ModelDirOpt = None,
+    timeout_s: Annotated[float, typer.Option(help="how long to wait for async orders to settle")] = 120.0,
+    seed: Annotated[int, typer.Option(help="random seed")] = 1,
+) -> None:
+    """The whole loop on one machine: simulator, service, worker, a stream of orders, a summary."""
+    from service.demo import run_demo
+
+    settings = _settings(model_dir=model_dir)
+    ensure_default_model(settings)
+    code = run_demo(
+        orders=orders,
+        scenario=scenario,
+        model_dir=settings.resolved_model_dir.resolve(),
+        timeout_s=timeout_s,
+        seed=seed,
+    )
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    app()

@@ -1,0 +1,81 @@
+"""Settings: one pydantic-settings object, from CLI flags and ASYNCGATE_* environment variables.
+
+The CLI builds it once and passes it on (`create_app(settings)`, `run_worker(settings)`); nothing
+reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything asyncgate's service, worker and demo can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="ASYNCGATE_", extra="ignore", protected_namespaces=())
+
+    # where local state lives: the SQLite file and the default model registry
+    state_dir: Path = Path(".asyncgate")
+    db_url: str = ""  # empty: sqlite:///<state_dir>/asyncgate.db
+    model_dir: Path | None = None  # None: <state_dir>/models
+    insurers_file: Path | None = None  # None: ./insurers.toml when it exists, else no insurers
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+
+    # the default model, trained on first use when the registry is empty
+    default_train_rows: int = Field(default=60_000, ge=1_000)
+    default_train_seed: int = 7
+
+    # re-execution schedule (contract section 1)
+    retry_base_s: float = Field(default=5.0, gt=0)
+    retry_max_s: float = Field(default=600.0, gt=0)
+    retry_max_attempts: int = Field(default=8, ge=1)
+    retry_max_age_s: float = Field(default=86_400.0, gt=0)
+
+    # worker
+    lease_s: float = Field(default=60.0, gt=0)
+    worker_batch: int = Field(default=100, ge=1, le=10_000)
+    worker_concurrency: int = Field(default=16, ge=1, le=1_000)
+    worker_poll_s: float = Field(default=1.0, gt=0)
+
+    # database pool (per process)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+
+    # outbound HTTP to insurers (one pooled client per process)
+    http_max_connections: int = Field(default=200, ge=1)
+
+    # request limits
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_payload_bytes: int = Field(default=64 * 1024, ge=1)
+
+    # batch scoring off the event loop
+    classify_threads: int = Field(default=2, ge=1, le=64)
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _retry_cap(self) -> Settings:
+        if self.retry_max_s < self.retry_base_s:
+            raise ValueError(f"retry_max_s ({self.retry_max_s}) must be >= retry_base_s ({self.retry_base_s})")
+        return self
+
+    @property
+    def resolved_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.state_dir / 'asyncgate.db'}"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir if self.model_dir is not None else self.state_dir / "models"
+
+    @property
+    def resolved_insurers_file(self) -> Path | None:
+        if self.insurers_file is not None:
+            return self.insurers_file
+        default = Path("insurers.toml")
+        return default if default.exists() else None

@@ -1,0 +1,191 @@
+"""The insurers file: name -> InsurerConfig, validated on load with errors naming file, insurer and field.
+
+The file is TOML (contract section 1)::
+
+    [insurers.acme]
+    base_url = "http://127.0.0.1:9001"
+    timeout_s = 2.0          # client timeout for one synchronous call
+    adapter = "generic-json" # the default adapter
+    connect_timeout_s = 1.0  # optional extension; default min(timeout_s, 2.0)
+
+Exceptions::
+
+    GatewayError
+    ├── UnknownInsurer      an insurer name that the registry does not hold
+    └── InsurersFileError   (also a ValueError) the file or a mapping is not a valid registry
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from service.gateway.adapters import ADAPTERS
+
+DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_ADAPTER = "generic-json"
+MAX_CONNECT_TIMEOUT_S = 2.0
+_FIELDS = frozenset({"base_url", "timeout_s", "adapter", "connect_timeout_s"})
+
+
+class GatewayError(Exception):
+    """Base of the insurer gateway's errors."""
+
+
+class UnknownInsurer(GatewayError):
+    """Insurer {name!r} is not in the insurers file."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"unknown insurer {name!r}")
+
+
+class InsurersFileError(GatewayError, ValueError):
+    """The insurers file (or mapping) is not valid; the message names the file, insurer and field."""
+
+
+@dataclass(frozen=True)
+class InsurerConfig:
+    """How to reach one insurer: where, how long to wait, and which adapter speaks its format."""
+
+    name: str
+    base_url: str
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    adapter: str = DEFAULT_ADAPTER
+    connect_timeout_s: float | None = None
+
+    @property
+    def effective_connect_timeout_s(self) -> float:
+        """The connect timeout: the configured one, else min(timeout_s, 2.0)."""
+        if self.connect_timeout_s is not None:
+            return self.connect_timeout_s
+        return min(self.timeout_s, MAX_CONNECT_TIMEOUT_S)
+
+
+class InsurerRegistry:
+    """A read-only, mapping-like set of insurers by name; `get` and `[]` raise UnknownInsurer.
+
+    Deliberately not a `collections.abc.Mapping`: its `get` never returns a default.
+    """
+
+    def __init__(self, insurers: Mapping[str, InsurerConfig] | None = None) -> None:
+        self._insurers: dict[str, InsurerConfig] = dict(insurers or {})
+
+    @classmethod
+    def from_mapping(
+        cls, mapping: Mapping[str, InsurerConfig | Mapping[str, Any]], *, source: str = "<mapping>"
+    ) -> InsurerRegistry:
+        """Build a registry from configs or from plain field dicts (validated like the file)."""
+        insurers: dict[str, InsurerConfig] = {}
+        for name, entry in mapping.items():
+            if isinstance(entry, InsurerConfig):
+                if entry.name != name:
+                    raise InsurersFileError(f"{source}: insurer {name!r}: config is named {entry.name!r}")
+                insurers[name] = _validated(source, name, _as_fields(entry))
+            else:
+                insurers[name] = _validated(source, name, entry)
+        return cls(insurers)
+
+    def get(self, name: str) -> InsurerConfig:
+        """The insurer's config; raises UnknownInsurer for a name the registry does not hold."""
+        try:
+            return self._insurers[name]
+        except KeyError:
+            raise UnknownInsurer(name) from None
+
+    def names(self) -> list[str]:
+        """Insurer names, sorted."""
+        return sorted(self._insurers)
+
+    def __getitem__(self, name: str) -> InsurerConfig:
+        return self.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._insurers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._insurers)
+
+    def __len__(self) -> int:
+        return len(self._insurers)
+
+    def __repr__(self) -> str:
+        return f"InsurerRegistry({self.names()!r})"
+
+
+def load_insurers(path: Path) -> InsurerRegistry:
+    """Read and validate the insurers TOML file; raises InsurersFileError naming the fault."""
+    try:
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise InsurersFileError(f"{path}: insurers file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InsurersFileError(f"{path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(doc) - {"insurers"})
+    if unknown:
+        raise InsurersFileError(f"{path}: unknown top-level key(s) {unknown}; expected [insurers.NAME]")
+    tables = doc.get("insurers")
+    if tables is None:
+        raise InsurersFileError(f"{path}: no [insurers.NAME] table")
+    if not isinstance(tables, dict):
+        raise InsurersFileError(f"{path}: 'insurers' must be a table of [insurers.NAME] tables")
+    for name, entry in tables.items():
+        if not isinstance(entry, dict):
+            raise InsurersFileError(f"{path}: insurer {name!r}: expected a table [insurers.{name}]")
+    return InsurerRegistry.from_mapping(tables, source=str(path))
+
+
+def _as_fields(config: InsurerConfig) -> dict[str, Any]:
+    return {
+        "base_url": config.base_url,
+        "timeout_s": config.timeout_s,
+        "adapter": config.adapter,
+        "connect_timeout_s": config.connect_timeout_s,
+    }
+
+
+def _validated(source: str, name: str, fields: Mapping[str, Any]) -> InsurerConfig:
+    where = f"{source}: insurer {name!r}"
+    if not name:
+        raise InsurersFileError(f"{source}: an insurer name must not be empty")
+    unknown = sorted(set(fields) - _FIELDS)
+    if unknown:
+        raise InsurersFileError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(_FIELDS)}")
+    base_url = fields.get("base_url")
+    if base_url is None:
+        raise InsurersFileError(f"{where}: missing field 'base_url'")
+    if not isinstance(base_url, str):
+        raise InsurersFileError(f"{where}: field 'base_url' must be a string, got {base_url!r}")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InsurersFileError(f"{where}: field 'base_url' must be an http(s) URL, got {base_url!r}")
+    if parts.query or parts.fragment:
+        raise InsurersFileError(f"{where}: field 'base_url' must not have a query or fragment: {base_url!r}")
+    timeout_s = _positive(where, "timeout_s", fields.get("timeout_s", DEFAULT_TIMEOUT_S))
+    connect = fields.get("connect_timeout_s")
+    connect_timeout_s = None if connect is None else _positive(where, "connect_timeout_s", connect)
+    adapter = fields.get("adapter", DEFAULT_ADAPTER)
+    if adapter not in ADAPTERS:
+        known = sorted(ADAPTERS)
+        raise InsurersFileError(f"{where}: field 'adapter': unknown adapter {adapter!r}; known: {known}")
+    return InsurerConfig(
+        name=name,
+        base_url=base_url.rstrip("/"),
+        timeout_s=timeout_s,
+        adapter=adapter,
+        connect_timeout_s=connect_timeout_s,
+    )
+
+
+def _positive(where: str, field: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InsurersFileError(f"{where}: field {field!r} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise InsurersFileError(f"{where}: field {field!r} must be > 0 seconds, got {value!r}")
+    return float(value)

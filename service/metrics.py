@@ -1,0 +1,103 @@
+"""Prometheus metrics of one process, on its own CollectorRegistry (no global state between apps).
+
+Request latency per route, classifications by verdict and category, orders by state (read from the
+store at scrape time), re-execution outcomes, insurer call latency and outcomes per insurer, and the
+model version as an info-style gauge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from service.scoring import Verdict
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _OrderStates(Collector):
+    def __init__(self, counts: Callable[[], dict[str, int]]):
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("asyncgate_orders", "Orders by state, read from the store", labels=["state"])
+        try:
+            counts = self._counts()
+        except Exception:
+            counts = {}
+        for state, count in sorted(counts.items()):
+            family.add_metric([state], count)
+        yield family
+
+
+class Metrics:
+    """All metrics of one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Histogram(
+            "asyncgate_http_request_seconds",
+            "HTTP request latency by route",
+            ["method", "route", "status"],
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.classifications = Counter(
+            "asyncgate_classifications_total", "Failures classified", ["verdict", "category"], registry=r
+        )
+        self.transitions = Counter(
+            "asyncgate_order_transitions_total", "Orders moved to a state", ["state", "actor"], registry=r
+        )
+        self.insurer_calls = Histogram(
+            "asyncgate_insurer_call_seconds",
+            "Insurer call latency by outcome",
+            ["insurer", "outcome"],
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.insurer_queries = Counter(
+            "asyncgate_insurer_queries_total",
+            "Status queries before re-sending",
+            ["insurer", "outcome"],
+            registry=r,
+        )
+        self.reexecutions = Counter(
+            "asyncgate_reexecutions_total",
+            "Orders re-executed by the worker, by resulting state",
+            ["state"],
+            registry=r,
+        )
+        self.replays = Counter(
+            "asyncgate_idempotent_replays_total", "Repeated /process answered from the store", registry=r
+        )
+        self.model_info = Gauge("asyncgate_model_info", "The model that serves (value 1)", ["version"], registry=r)
+
+    def watch_orders(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_OrderStates(counts))
+
+    def set_model(self, version: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version=version).set(1)
+
+    def classified(self, verdict: Verdict) -> None:
+        self.classifications.labels(
+            verdict="async" if verdict.async_eligible else "final", category=verdict.category or "none"
+        ).inc()
+
+    def insurer_call(self, insurer: str, outcome: str, latency_ms: float) -> None:
+        self.insurer_calls.labels(insurer=insurer, outcome=outcome).observe(latency_ms / 1000.0)
+
+    def query(self, insurer: str, outcome: str) -> None:
+        self.insurer_queries.labels(insurer=insurer, outcome=outcome).inc()
+
+    def transition(self, state: str, actor: str) -> None:
+        self.transitions.labels(state=state, actor="api" if actor.startswith("api") else "worker").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

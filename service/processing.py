@@ -1,0 +1,278 @@
+"""The /process method and its re-execution: call, classify, decide, record — in one place.
+
+    execute the synchronous operation; if it fails, classify the failure; if the failure is
+    async-eligible, keep the order in ASYNC_PROCESSING with its business data so the operation is
+    executed again; tell the platform its next business step either way.
+
+`OrderProcessor.process` serves POST /process; `OrderProcessor.reexecute` serves the worker. Both go
+through `decide`, so the API and the worker can never disagree on what a failure means. A failure
+whose outcome is unknown (the request may have reached the insurer) is always kept async whatever
+the model says: only a query can settle it, and the worker queries before it sends again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+import orjson
+
+from model.records import Failure
+from service.gateway import CallResult, InsurerGateway
+from service.metrics import Metrics
+from service.retry import RetryPolicy, next_attempt_at
+from service.scoring import ModelHolder, Verdict
+from service.store import AttemptOutcome, LeaseLost, NewAttempt, OrderRecord, OrderState, OrderStore
+
+log = logging.getLogger("asyncgate.processing")
+
+NEXT_ACTION = {
+    OrderState.SUCCEEDED: "complete",
+    OrderState.ASYNC_PROCESSING: "await_async",
+    OrderState.FAILED: "return_failure",
+    OrderState.DEAD: "return_failure",
+}
+
+
+class PayloadTooLarge(Exception):
+    """The payload is {size} bytes as JSON; the limit is {limit}."""
+
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"payload is {size} bytes as JSON; the limit is {limit} bytes")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def request_hash(insurer: str, operation: str, payload: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of what the order asks for (keys sorted)."""
+    body = orjson.dumps({"insurer": insurer, "operation": operation, "payload": payload}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: OrderState
+    next_attempt_at: dt.datetime | None
+    reason: str
+
+
+def decide(
+    call: CallResult,
+    verdict: Verdict | None,
+    *,
+    calls_made: int,
+    first_failure_at: dt.datetime,
+    now: dt.datetime,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> Decision:
+    """Where an order goes after a call: SUCCEEDED, FAILED, ASYNC_PROCESSING (+ when), or DEAD."""
+    if call.outcome == "success":
+        return Decision(OrderState.SUCCEEDED, None, "insurer succeeded")
+    unknown = call.outcome == "unknown"
+    if verdict is not None and not verdict.async_eligible and not unknown:
+        return Decision(OrderState.FAILED, None, f"final failure ({verdict.category or 'uncategorized'})")
+    when = next_attempt_at(policy, attempts=calls_made, first_failure_at=first_failure_at, now=now, rng=rng)
+    if when is None:
+        return Decision(OrderState.DEAD, None, f"re-execution exhausted after {calls_made} calls")
+    why = (
+        "unknown outcome, query before resending"
+        if unknown
+        else f"async-eligible ({verdict.category if verdict else '?'})"
+    )
+    return Decision(OrderState.ASYNC_PROCESSING, when, why)
+
+
+def attempt_from_call(call: CallResult, verdict: Verdict | None) -> NewAttempt:
+    return NewAttempt(
+        kind="call",
+        outcome=call.outcome,
+        latency_ms=round(call.latency_ms, 3),
+        error_code=call.error_code,
+        error_message=call.error_message,
+        http_status=call.http_status,
+        async_eligible=None if verdict is None else verdict.async_eligible,
+        probability=None if verdict is None else verdict.probability,
+        category=None if verdict is None else verdict.category,
+        model_version=None if verdict is None else verdict.model_version,
+        explanation=None if verdict is None else verdict.explanation,
+    )
+
+
+class OrderProcessor:
+    """The service layer between the routers/worker and the store, gateway and model."""
+
+    def __init__(
+        self,
+        store: OrderStore,
+        gateway: InsurerGateway,
+        models: ModelHolder,
+        policy: RetryPolicy,
+        metrics: Metrics,
+        *,
+        lease_s: float,
+        max_payload_bytes: int,
+        rng: random.Random | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ):
+        self.store = store
+        self.gateway = gateway
+        self.models = models
+        self.policy = policy
+        self.metrics = metrics
+        self.lease_s = lease_s
+        self.max_payload_bytes = max_payload_bytes
+        self.rng = rng or random.Random()
+        self.clock = clock
+
+    def classify_call(self, insurer: str, operation: str, call: CallResult) -> Verdict | None:
+        if call.outcome == "success":
+            return None
+        failure = Failure(
+            insurer, operation, call.error_code, call.error_message or "", call.http_status, call.latency_ms
+        )
+        verdict = self.models.current.classify(failure)
+        self.metrics.classified(verdict)
+        return verdict
+
+    async def process(self, order_id: str, insurer: str, operation: str, payload: dict[str, Any]) -> OrderRecord:
+        """POST /process: reserve the order, make the call, record the outcome; or replay a stored order."""
+        self.gateway.insurer(insurer)  # UnknownInsurer before anything is written
+        size = len(orjson.dumps(payload))
+        if size > self.max_payload_bytes:
+            raise PayloadTooLarge(size, self.max_payload_bytes)
+        digest = request_hash(insurer, operation, payload)
+        now = self.clock()
+        order, created = await anyio.to_thread.run_sync(
+            lambda: self.store.reserve(
+                order_id,
+                insurer,
+                operation,
+                payload,
+                digest,
+                lease_owner=f"api:{uuid.uuid4().hex[:16]}",
+                lease_s=self.lease_s,
+                now=now,
+            )
+        )
+        if not created:
+            self.metrics.replays.inc()
+            stored = await anyio.to_thread.run_sync(lambda: self.store.get(order_id))
+            return stored or order
+        try:
+            return await self._execute(order, actor="api")
+        except LeaseLost:
+            # the call outlived the lease and a worker took the order over: report where it stands
+            stored = await anyio.to_thread.run_sync(lambda: self.store.get(order_id))
+            return stored or order
+
+    async def _execute(self, order: OrderRecord, *, actor: str) -> OrderRecord:
+        call = await self.gateway.call(order.insurer, order.order_id, order.operation, order.payload)
+        self.metrics.insurer_call(order.insurer, call.outcome, call.latency_ms)
+        verdict = self.classify_call(order.insurer, order.operation, call)
+        now = self.clock()
+        decision = decide(
+            call,
+            verdict,
+            calls_made=order.attempts + 1,
+            first_failure_at=order.first_failure_at or now,
+            now=now,
+            policy=self.policy,
+            rng=self.rng,
+        )
+        lease_owner = order.lease_owner or actor
+        recorded = await anyio.to_thread.run_sync(
+            lambda: self.store.record_attempt(
+                order.pk,
+                attempt_from_call(call, verdict),
+                new_state=decision.state,
+                next_attempt_at=decision.next_attempt_at,
+                lease_owner=lease_owner,
+                reason=decision.reason,
+                actor=actor,
+                result=call.data if call.outcome == "success" else None,
+                now=now,
+                count_call=True,
+            )
+        )
+        log.info(
+            "order %s → %s",
+            order.order_id,
+            decision.state.value,
+            extra={
+                "order_id": order.order_id,
+                "insurer": order.insurer,
+                "state": decision.state.value,
+                "outcome": call.outcome,
+                "category": verdict.category if verdict else None,
+                "actor": actor,
+            },
+        )
+        self.metrics.transition(decision.state.value, actor)
+        return recorded
+
+    async def reexecute(self, order: OrderRecord, *, actor: str) -> OrderRecord:
+        """The worker's step for one claimed order: query first when the last outcome is unknown."""
+        if order.last_outcome in (None, "unknown"):
+            settled = await self._settle_by_query(order, actor=actor)
+            if settled is not None:
+                return settled
+        return await self._execute(order, actor=actor)
+
+    async def _settle_by_query(self, order: OrderRecord, *, actor: str) -> OrderRecord | None:
+        """Ask the insurer; completed → SUCCEEDED without a call; unknown → reschedule; not found → None."""
+        answer = await self.gateway.query(order.insurer, order.order_id, order.operation)
+        now = self.clock()
+        outcome: AttemptOutcome = (
+            "completed" if answer.completed else "not_found" if answer.completed is False else "unknown"
+        )
+        self.metrics.query(order.insurer, outcome)
+        attempt = NewAttempt(
+            kind="query",
+            outcome=outcome,
+            latency_ms=round(answer.latency_ms, 3),
+            error_message=answer.error_message,
+            http_status=answer.http_status,
+        )
+        if answer.completed is False:
+            await anyio.to_thread.run_sync(
+                lambda: self.store.record_query(order.pk, attempt, lease_owner=actor, actor=actor, now=now)
+            )
+            return None
+        if answer.completed:
+            state, when, reason = OrderState.SUCCEEDED, None, "insurer reports it completed (query)"
+        else:
+            when = next_attempt_at(
+                self.policy,
+                attempts=max(order.attempts, 1),
+                first_failure_at=order.first_failure_at or now,
+                now=now,
+                rng=self.rng,
+            )
+            state = OrderState.ASYNC_PROCESSING if when is not None else OrderState.DEAD
+            reason = "query could not tell, asking again later" if when else "re-execution exhausted (query unanswered)"
+        recorded = await anyio.to_thread.run_sync(
+            lambda: self.store.record_attempt(
+                order.pk,
+                attempt,
+                new_state=state,
+                next_attempt_at=when,
+                lease_owner=actor,
+                reason=reason,
+                actor=actor,
+                result=answer.data if answer.completed else None,
+                now=now,
+                count_call=False,
+            )
+        )
+        self.metrics.transition(state.value, actor)
+        return recorded

@@ -1,0 +1,96 @@
+"""The parts a running asyncgate process needs, opened and closed together.
+
+`open_runtime(settings)` is used by the API's lifespan and by the worker command alike: the
+database engine (migrated), the order store, the serving model, the pooled HTTP client and
+gateway, metrics and the OrderProcessor that ties them together.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio.to_thread
+import httpx
+
+from service.config import Settings
+from service.gateway import InsurerGateway, InsurerRegistry, load_insurers, make_http_client
+from service.metrics import Metrics
+from service.processing import OrderProcessor
+from service.retry import RetryPolicy
+from service.scoring import ModelHolder, ServingModel
+from service.store import OrderStore, create_db_engine, migrate
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    store: OrderStore
+    models: ModelHolder
+    gateway: InsurerGateway
+    metrics: Metrics
+    processor: OrderProcessor
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        base_s=settings.retry_base_s,
+        max_s=settings.retry_max_s,
+        max_attempts=settings.retry_max_attempts,
+        max_age_s=settings.retry_max_age_s,
+    )
+
+
+def insurer_registry(settings: Settings) -> InsurerRegistry:
+    path = settings.resolved_insurers_file
+    return load_insurers(path) if path is not None else InsurerRegistry.from_mapping({})
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    model: ServingModel | None = None,
+    insurers: InsurerRegistry | None = None,
+    http_client: httpx.AsyncClient | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open everything; `http_client` (tests: an httpx.MockTransport client) replaces the pooled client."""
+    metrics = metrics or Metrics()
+    registry = insurers if insurers is not None else insurer_registry(settings)
+    engine = create_db_engine(
+        settings.resolved_db_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    )
+    try:
+        await anyio.to_thread.run_sync(migrate, engine)
+        store = OrderStore(engine)
+        serving: ServingModel = (
+            model
+            if model is not None
+            else await anyio.to_thread.run_sync(ServingModel.from_dir, settings.resolved_model_dir)
+        )
+        holder = ModelHolder(serving)
+        metrics.watch_orders(store.counts_by_state)
+        metrics.set_model(serving.version)
+        own_client = http_client is None
+        client = http_client or make_http_client(max_connections=settings.http_max_connections)
+        try:
+            gateway = InsurerGateway(registry, client)
+            processor = OrderProcessor(
+                store,
+                gateway,
+                holder,
+                retry_policy(settings),
+                metrics,
+                lease_s=settings.lease_s,
+                max_payload_bytes=settings.max_payload_bytes,
+                rng=random.Random(),
+            )
+            yield Runtime(settings, store, holder, gateway, metrics, processor)
+        finally:
+            if own_client:
+                await client.aclose()
+    finally:
+        engine.dispose()

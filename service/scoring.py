@@ -1,0 +1,78 @@
+"""The serving model: a loaded artifact + its FastScorer, and the swap point for reloads.
+
+`ModelHolder.current` is read once per request (a plain attribute read), so a reload that swaps it
+never affects a request already being scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.artifact import LoadedModel, load_artifact
+from model.records import Failure
+from model.registry import resolve_artifact
+from model.scorer import FastScorer
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The classification of one failure, as the API returns and the store records it."""
+
+    async_eligible: bool
+    probability: float
+    threshold: float
+    category: str | None
+    model_version: str
+    explanation: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "async_eligible": self.async_eligible,
+            "probability": self.probability,
+            "threshold": self.threshold,
+            "category": self.category,
+            "model_version": self.model_version,
+            "explanation": self.explanation,
+        }
+
+
+class ServingModel:
+    """Classifies failures with one loaded artifact."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.version = loaded.version
+        self.card = loaded.card
+        self.scorer = FastScorer(loaded.classifier)
+        self.threshold = self.scorer.threshold
+
+    @classmethod
+    def from_dir(cls, model_dir: Path) -> ServingModel:
+        return cls(load_artifact(resolve_artifact(model_dir)))
+
+    def classify(self, failure: Failure) -> Verdict:
+        score = self.scorer.score(failure)
+        return Verdict(
+            async_eligible=score.async_eligible,
+            probability=score.probability,
+            threshold=self.threshold,
+            category=score.category,
+            model_version=self.version,
+            explanation=[{"feature": c.feature, "weight": round(c.weight, 4)} for c in score.explanation],
+        )
+
+    def classify_many(self, failures: list[Failure]) -> list[Verdict]:
+        return [self.classify(f) for f in failures]
+
+
+class ModelHolder:
+    """Holds the model that serves; `swap` replaces it atomically."""
+
+    def __init__(self, model: ServingModel):
+        self.current = model
+
+    def swap(self, model: ServingModel) -> ServingModel:
+        previous, self.current = self.current, model
+        return previous

@@ -1,0 +1,21 @@
+"""A realistic insurer speaking the contract's protocol (section 3), for demos and integration tests.
+
+ledger.py     completed orders and call counts, optionally persisted (atomic writes)
+behaviour.py  scripted steps (payload["sim"]) and seeded scenarios -> what to answer
+app.py        the FastAPI app (create_simulator_app) and serve_simulator (uvicorn)
+"""
+
+from service.simulator.app import create_simulator_app, serve_simulator
+from service.simulator.behaviour import SCENARIOS, STEPS, ScriptError, SimulatorConfigError
+from service.simulator.ledger import Ledger, LedgerFileError
+
+__all__ = [
+    "SCENARIOS",
+    "STEPS",
+    "Ledger",
+    "LedgerFileError",
+    "ScriptError",
+    "SimulatorConfigError",
+    "create_simulator_app",
+    "serve_simulator",
+]

@@ -1,0 +1,50 @@
+"""The durable order store: orders, their attempts and transitions, on SQLite or PostgreSQL.
+
+engine = create_db_engine(url)   # opens nothing yet
+migrate(engine)                  # schema to head (Alembic), idempotent
+store = OrderStore(engine)       # the only code that reads or writes orders
+"""
+
+from service.store.engine import create_db_engine, migrate, normalize_db_url
+from service.store.errors import (
+    InvalidCursor,
+    InvalidTransition,
+    LeaseLost,
+    OrderConflict,
+    OrderNotFound,
+    StoreError,
+    StoreUnavailable,
+)
+from service.store.records import (
+    AttemptKind,
+    AttemptOutcome,
+    AttemptRecord,
+    LastOutcome,
+    NewAttempt,
+    OrderRecord,
+    TransitionRecord,
+)
+from service.store.repository import OrderStore
+from service.store.tables import OrderState
+
+__all__ = [
+    "AttemptKind",
+    "AttemptOutcome",
+    "AttemptRecord",
+    "InvalidCursor",
+    "InvalidTransition",
+    "LastOutcome",
+    "LeaseLost",
+    "NewAttempt",
+    "OrderConflict",
+    "OrderNotFound",
+    "OrderRecord",
+    "OrderState",
+    "OrderStore",
+    "StoreError",
+    "StoreUnavailable",
+    "TransitionRecord",
+    "create_db_engine",
+    "migrate",
+    "normalize_db_url",
+]

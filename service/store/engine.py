@@ -1,0 +1,124 @@
+"""Open the database named by a URL (SQLite or PostgreSQL) and bring its schema to the latest revision.
+
+`create_db_engine` opens nothing by itself (connections are made on first use), except that it
+creates the parent folder of an SQLite file. `migrate` applies the Alembic revisions under
+`service/store/migrations` up to head, in one transaction, serialised between processes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, exc
+from sqlalchemy.engine import make_url
+
+from service.store.errors import StoreUnavailable
+
+MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
+#: Key of the PostgreSQL advisory lock that serialises concurrent `migrate` calls ("asyncgat").
+MIGRATION_LOCK_KEY: Final = 0x6173796E63676174
+SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+PG_CONNECT_TIMEOUT_S: Final = 3
+#: Alembic's `context` and `op` are process-wide proxies: one migration at a time per process.
+_MIGRATING = threading.Lock()
+
+
+def normalize_db_url(url: str) -> str:
+    """`postgres(ql)://` → `postgresql+psycopg://`; `sqlite:///PATH` unchanged; anything else: ValueError."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"database URL {url!r} has no scheme: use sqlite:///PATH or postgresql://...")
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        return f"postgresql+psycopg://{rest}"
+    if scheme == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise ValueError(f"SQLite URL {url!r} must name a file: sqlite:///PATH")
+        return url
+    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:///PATH or postgresql://...")
+
+
+def create_db_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout_s: float = 5.0
+) -> sa.Engine:
+    """An Engine for `url`, tuned per dialect; raises StoreUnavailable if an SQLite folder cannot be made.
+
+    SQLite: WAL, synchronous=NORMAL, busy_timeout, foreign keys, and `BEGIN IMMEDIATE` for every
+    transaction so that concurrent writers queue on the lock instead of failing with SQLITE_BUSY.
+    PostgreSQL: psycopg 3, a sized pool with pre-ping, and a short connect timeout.
+    """
+    parsed = make_url(normalize_db_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, pool_size=pool_size, max_overflow=max_overflow, timeout=pool_timeout_s)
+    return sa.create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout_s,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+    )
+
+
+def _sqlite_engine(parsed: sa.URL, *, pool_size: int, max_overflow: int, timeout: float) -> sa.Engine:
+    if parsed.database and parsed.database != ":memory:":
+        folder = Path(parsed.database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreUnavailable(f"cannot create the SQLite folder {folder}: {error}") from error
+    engine = sa.create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=timeout,
+        connect_args={"check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver must not open transactions itself
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def alembic_config() -> Config:
+    """The Alembic configuration, built in code (no alembic.ini at run time)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Apply every pending migration up to head; a no-op when up to date; safe from several processes at once.
+
+    Runs in one transaction. On PostgreSQL it first takes a transaction-scoped advisory lock, so a
+    second process waits and then finds the schema at head; on SQLite `BEGIN IMMEDIATE` does the same.
+    Within one process, calls are serialised by a lock (Alembic's proxies are global).
+    """
+    config = alembic_config()
+    try:
+        with _MIGRATING, engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except (exc.OperationalError, exc.InterfaceError) as error:
+        raise StoreUnavailable(f"cannot migrate the database: {error.orig or error}") from error

@@ -1,0 +1,178 @@
+"""Plain frozen records that the store takes and returns, their mapping from rows, and the list cursor.
+
+Callers never see SQLAlchemy rows: an `OrderRecord` carries every column of `orders` plus, when
+asked for, `attempt_log` (the order's attempts, oldest first). Its `attempts` field is the column:
+the number of insurer calls made so far (queries not counted).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy.engine import RowMapping
+
+from service.store.errors import InvalidCursor
+from service.store.tables import OrderState
+
+AttemptKind = Literal["call", "query"]
+#: success/failure/unknown for calls; completed/not_found for queries.
+AttemptOutcome = Literal["success", "failure", "unknown", "completed", "not_found"]
+#: The order-level summary of its last call or query.
+LastOutcome = Literal["success", "failure", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewAttempt:
+    """One call or query to an insurer, as the caller observed and classified it."""
+
+    kind: AttemptKind
+    outcome: AttemptOutcome
+    latency_ms: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    http_status: int | None = None
+    async_eligible: bool | None = None
+    probability: float | None = None
+    category: str | None = None
+    model_version: str | None = None
+    explanation: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """A stored attempt row."""
+
+    id: int
+    order_pk: int
+    at: dt.datetime
+    kind: AttemptKind
+    outcome: AttemptOutcome
+    latency_ms: float | None
+    error_code: str | None
+    error_message: str | None
+    http_status: int | None
+    async_eligible: bool | None
+    probability: float | None
+    category: str | None
+    model_version: str | None
+    explanation: Any
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRecord:
+    """A stored state change; `from_state` is None for the order's creation."""
+
+    id: int
+    order_pk: int
+    at: dt.datetime
+    from_state: OrderState | None
+    to_state: OrderState
+    reason: str
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """A stored order; `attempt_log` is None unless the method was asked to include attempts."""
+
+    pk: int
+    order_id: str
+    insurer: str
+    operation: str
+    payload: dict[str, Any]
+    request_hash: str
+    state: OrderState
+    attempts: int
+    next_attempt_at: dt.datetime | None
+    lease_owner: str | None
+    lease_until: dt.datetime | None
+    last_outcome: LastOutcome | None
+    category: str | None
+    result: Any
+    first_failure_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    attempt_log: tuple[AttemptRecord, ...] | None = None
+
+
+def order_from_row(row: RowMapping, attempt_log: tuple[AttemptRecord, ...] | None = None) -> OrderRecord:
+    """An OrderRecord from a row of `orders`."""
+    return OrderRecord(
+        pk=row["id"],
+        order_id=row["order_id"],
+        insurer=row["insurer"],
+        operation=row["operation"],
+        payload=row["payload"],
+        request_hash=row["request_hash"],
+        state=OrderState(row["state"]),
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        lease_owner=row["lease_owner"],
+        lease_until=row["lease_until"],
+        last_outcome=row["last_outcome"],
+        category=row["category"],
+        result=row["result"],
+        first_failure_at=row["first_failure_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        attempt_log=attempt_log,
+    )
+
+
+def attempt_from_row(row: RowMapping) -> AttemptRecord:
+    """An AttemptRecord from a row of `attempts`."""
+    return AttemptRecord(
+        id=row["id"],
+        order_pk=row["order_pk"],
+        at=row["at"],
+        kind=row["kind"],
+        outcome=row["outcome"],
+        latency_ms=row["latency_ms"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        http_status=row["http_status"],
+        async_eligible=row["async_eligible"],
+        probability=row["probability"],
+        category=row["category"],
+        model_version=row["model_version"],
+        explanation=row["explanation"],
+        actor=row["actor"],
+    )
+
+
+def transition_from_row(row: RowMapping) -> TransitionRecord:
+    """A TransitionRecord from a row of `transitions`."""
+    return TransitionRecord(
+        id=row["id"],
+        order_pk=row["order_pk"],
+        at=row["at"],
+        from_state=None if row["from_state"] is None else OrderState(row["from_state"]),
+        to_state=OrderState(row["to_state"]),
+        reason=row["reason"],
+        actor=row["actor"],
+    )
+
+
+def encode_cursor(created_at: dt.datetime, pk: int) -> str:
+    """The opaque list cursor pointing just past the order (created_at, pk)."""
+    raw = f"{created_at.astimezone(dt.UTC).isoformat()}|{pk}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
+    """(created_at, pk) from a cursor made by `encode_cursor`; InvalidCursor for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+        stamp, pk_text = raw.split("|")
+        created_at = dt.datetime.fromisoformat(stamp)
+        pk = int(pk_text)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
+        raise InvalidCursor(cursor) from error
+    if created_at.tzinfo is None or pk < 1 or not pk_text.isdigit():
+        raise InvalidCursor(cursor)
+    return created_at, pk

@@ -1,0 +1,124 @@
+"""The order store's schema: orders (the schedule itself), attempts and transitions, all times UTC.
+
+The orders table is the job queue: a row in ASYNC_PROCESSING whose `next_attempt_at` has passed and
+whose lease is free is due for re-execution. `UTCDateTime` makes every time column read and write
+timezone-aware UTC datetimes on both dialects (SQLite stores naive UTC text, which then compares
+correctly as text). The Alembic revisions under `migrations/` create exactly these tables; a test
+compares the two.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+
+class OrderState(StrEnum):
+    """The states of contract section 2."""
+
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    ASYNC_PROCESSING = "ASYNC_PROCESSING"
+    DEAD = "DEAD"
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """A timezone-aware datetime stored as UTC; naive datetimes are refused on write."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; the store only takes aware UTC times")
+        utc = value.astimezone(dt.UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+#: BIGINT keys on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: JSON that maps Python None to SQL NULL (not the JSON literal null).
+NullableJSON = sa.JSON(none_as_null=True)
+
+metadata = sa.MetaData()
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.String(64), nullable=False),
+    sa.Column("insurer", sa.String(128), nullable=False),
+    sa.Column("operation", sa.String(64), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("lease_owner", sa.String(160), nullable=True),
+    sa.Column("lease_until", UTCDateTime(), nullable=True),
+    sa.Column("last_outcome", sa.String(16), nullable=True),
+    sa.Column("category", sa.String(64), nullable=True),
+    sa.Column("result", NullableJSON, nullable=True),
+    sa.Column("first_failure_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("order_id", name="uq_orders_order_id"),
+)
+
+# The claim query's index. PostgreSQL: partial, so it holds only the (few) orders waiting for
+# re-execution. SQLite: composite on (state, next_attempt_at), which its planner uses without
+# having to prove a partial-index predicate.
+sa.Index(
+    "ix_orders_due",
+    orders.c.next_attempt_at,
+    postgresql_where=orders.c.state == OrderState.ASYNC_PROCESSING.value,
+).ddl_if(dialect="postgresql")
+sa.Index("ix_orders_state_due", orders.c.state, orders.c.next_attempt_at).ddl_if(dialect="sqlite")
+sa.Index("ix_orders_insurer_state", orders.c.insurer, orders.c.state)
+sa.Index("ix_orders_created", orders.c.created_at, orders.c.id)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("order_pk", BigId, sa.ForeignKey("orders.id", name="fk_attempts_order"), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("latency_ms", sa.Float(), nullable=True),
+    sa.Column("error_code", sa.Text(), nullable=True),
+    sa.Column("error_message", sa.Text(), nullable=True),
+    sa.Column("http_status", sa.Integer(), nullable=True),
+    sa.Column("async_eligible", sa.Boolean(), nullable=True),
+    sa.Column("probability", sa.Float(), nullable=True),
+    sa.Column("category", sa.String(64), nullable=True),
+    sa.Column("model_version", sa.String(128), nullable=True),
+    sa.Column("explanation", NullableJSON, nullable=True),
+    sa.Column("actor", sa.String(160), nullable=False),
+    sa.Index("ix_attempts_order_pk", "order_pk"),
+)
+
+transitions = sa.Table(
+    "transitions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("order_pk", BigId, sa.ForeignKey("orders.id", name="fk_transitions_order"), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("from_state", sa.String(20), nullable=True),
+    sa.Column("to_state", sa.String(20), nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.Column("actor", sa.String(160), nullable=False),
+    sa.Index("ix_transitions_order_pk", "order_pk"),
+)

@@ -1,0 +1,134 @@
+"""The re-execution worker (contract section 4): claim due ASYNC_PROCESSING orders under a lease,
+re-execute them concurrently, and move each on through OrderProcessor.reexecute.
+
+Shutdown (SIGTERM/SIGINT sets `stop`): no new claims; orders already running finish (each is
+bounded by its insurer's timeout); orders claimed but not started are released at once, so another
+worker can take them without waiting for the lease. A worker that is killed outright loses nothing:
+its leases expire and other workers take the orders over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.to_thread
+
+from service.processing import OrderProcessor, utcnow
+from service.store import LeaseLost, OrderRecord, OrderStore, StoreUnavailable
+
+log = logging.getLogger("asyncgate.worker")
+
+
+def new_worker_id() -> str:
+    return f"worker:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    finished: int = 0
+    released: int = 0
+    errors: int = 0
+    by_state: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    def __init__(
+        self,
+        processor: OrderProcessor,
+        store: OrderStore,
+        *,
+        worker_id: str | None = None,
+        batch: int = 100,
+        concurrency: int = 16,
+        lease_s: float = 60.0,
+        poll_s: float = 1.0,
+    ):
+        self.processor = processor
+        self.store = store
+        self.worker_id = worker_id or new_worker_id()
+        self.batch = batch
+        self.concurrency = concurrency
+        self.lease_s = lease_s
+        self.poll_s = poll_s
+        self.stats = WorkerStats()
+
+    async def run(self, *, once: bool = False, stop: anyio.Event | None = None) -> WorkerStats:
+        """Work until `stop` is set; with `once`, until nothing is due (each order at most once)."""
+        stop = stop or anyio.Event()
+        seen: set[int] = set()
+        limiter = anyio.Semaphore(self.concurrency)
+        log.info("worker %s started", self.worker_id, extra={"worker": self.worker_id, "once": once})
+        while not stop.is_set():
+            try:
+                claimed = await anyio.to_thread.run_sync(
+                    lambda: self.store.claim_due(self.worker_id, batch=self.batch, lease_s=self.lease_s, now=utcnow())
+                )
+            except StoreUnavailable as exc:
+                log.warning("claim failed, database unavailable: %s", exc, extra={"worker": self.worker_id})
+                if once:
+                    raise
+                await self._pause(stop)
+                continue
+            fresh = [o for o in claimed if o.pk not in seen] if once else claimed
+            for order in claimed:
+                if order.pk in seen:  # due again within this --once run: leave it for the next run
+                    await self._release(order)
+            if not fresh:
+                if once:
+                    break
+                await self._pause(stop)
+                continue
+            seen.update(o.pk for o in fresh)
+            self.stats.claimed += len(fresh)
+            async with anyio.create_task_group() as group:
+                for order in fresh:
+                    group.start_soon(self._handle, order, limiter, stop)
+        log.info(
+            "worker %s stopped",
+            self.worker_id,
+            extra={
+                "worker": self.worker_id,
+                "claimed": self.stats.claimed,
+                "finished": self.stats.finished,
+                "released": self.stats.released,
+                "errors": self.stats.errors,
+            },
+        )
+        return self.stats
+
+    async def _pause(self, stop: anyio.Event) -> None:
+        with anyio.move_on_after(self.poll_s):
+            await stop.wait()
+
+    async def _release(self, order: OrderRecord) -> None:
+        try:
+            await anyio.to_thread.run_sync(lambda: self.store.release(order.pk, self.worker_id))
+            self.stats.released += 1
+        except StoreUnavailable as exc:
+            log.warning("release failed (the lease will expire): %s", exc, extra={"order_id": order.order_id})
+
+    async def _handle(self, order: OrderRecord, limiter: anyio.Semaphore, stop: anyio.Event) -> None:
+        async with limiter:
+            if stop.is_set():
+                await self._release(order)
+                return
+            context = {"order_id": order.order_id, "insurer": order.insurer, "worker": self.worker_id}
+            try:
+                done = await self.processor.reexecute(order, actor=self.worker_id)
+            except LeaseLost:
+                log.warning("lease lost; another worker owns the order now", extra=context)
+                self.stats.errors += 1
+                return
+            except StoreUnavailable as exc:
+                log.warning("database unavailable; the order comes back after its lease: %s", exc, extra=context)
+                self.stats.errors += 1
+                return
+            self.stats.finished += 1
+            self.stats.by_state[done.state.value] = self.stats.by_state.get(done.state.value, 0) + 1
+            self.processor.metrics.reexecutions.labels(state=done.state.value).inc()

@@ -1,0 +1,49 @@
+from model.text import code_tokens, field_features, normalize_message
+
+
+def test_masks_volatile_values_so_templates_collapse():
+    a = normalize_message("订单P2026112400001处理超时, trace=9f8e7d6c5b4a39281706a5b4c3d2e1f0 at 2026-11-24 10:00:01")
+    b = normalize_message("订单P2026112499999处理超时, trace=0123456789abcdef0123456789abcdef at 2025-01-02 23:59:59")
+    assert a == b
+    assert "2026" not in a
+
+
+def test_full_width_and_case_fold():
+    assert normalize_message("ＳＹＳＴＥＭ　ＢＵＳＹ，请稍后") == "system busy,请稍后"
+
+
+def test_masks_id_numbers_phones_ips_hosts():
+    text = normalize_message("身份证110101199003077777 手机13812345678 dial tcp 10.2.3.4:443 host api.acme.com.cn")
+    assert "<idno>" in text and "<phone>" in text and "<ip>" in text and "<host>" in text
+    assert "110101" not in text and "138123" not in text
+
+
+def test_java_package_names_are_not_hosts():
+    assert "sockettimeoutexception" in normalize_message("java.net.SocketTimeoutException: Read timed out")
+
+
+def test_empty_and_missing_messages():
+    assert normalize_message("") == ""
+    assert normalize_message(None) == ""
+
+
+def test_code_tokens_split_namespaces_and_shapes():
+    tokens = code_tokens("ACQ.SYSTEM_ERROR")
+    assert {"code=acq.system_error", "code_ns=acq", "code_part=system", "code_part=error"} <= set(tokens)
+    numeric = code_tokens("500100")
+    assert "code_lead=5" in numeric and "code_num_len=6" in numeric
+    assert code_tokens(None) == ["code:missing"]
+    assert code_tokens("  ") == ["code:missing"]
+
+
+def test_field_features_missing_values_are_explicit():
+    feats = field_features(None, None, None, None, None)
+    assert feats["status:missing"] == 1.0
+    assert feats["latency:missing"] == 1.0
+    assert feats["code:missing"] == 1.0
+
+
+def test_latency_near_whole_second_flags_client_timeouts():
+    assert "latency_at_whole_second" in field_features("a", "pay", None, None, 3004.0)
+    assert "latency_at_whole_second" not in field_features("a", "pay", None, None, 3500.0)
+    assert "latency_at_whole_second" not in field_features("a", "pay", None, None, 40.0)

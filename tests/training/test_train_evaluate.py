@@ -1,0 +1,122 @@
+"""Training, evaluation splits, baselines and the gate logic on small generated data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from model.artifact import load_artifact
+from model.registry import active_version, list_versions
+from training.baselines import keyword_rule, status_rule
+from training.evaluate import evaluate_splits
+from training.gate import check, load_gate
+from training.generate import generate_failures, write_failures_csv
+from training.metrics import binary_metrics, expected_calibration_error
+from training.report import write_report
+from training.splits import SPLITS, SplitUnavailable, time_split, unseen_insurers_split, unseen_templates_split
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return generate_failures(6000, seed=3)
+
+
+def test_splits_are_disjoint_and_hold_out_what_they_say(frame):
+    for name, split in SPLITS.items():
+        train, test = split(frame, 0)
+        assert len(set(train) & set(test)) == 0, name
+        assert len(train) + len(test) == len(frame), name
+    train, test = unseen_templates_split(frame, 0)
+    assert not set(frame["template_id"].iloc[train]) & set(frame["template_id"].iloc[test])
+    train, test = unseen_insurers_split(frame, 0)
+    assert not set(frame["insurer"].iloc[train]) & set(frame["insurer"].iloc[test])
+    train, test = time_split(frame, 0)
+    assert frame["ts"].iloc[train].max() <= frame["ts"].iloc[test].min()
+
+
+def test_split_needs_its_column(frame):
+    with pytest.raises(SplitUnavailable):
+        unseen_templates_split(frame.drop(columns=["template_id"]), 0)
+
+
+def test_metrics_of_a_perfect_and_a_useless_scorer():
+    y = np.array([0, 0, 1, 1, 1, 0])
+    perfect = binary_metrics(y, y.astype(float), 0.5)
+    assert perfect["async"]["f1"] == 1.0 and perfect["brier"] == 0.0 and perfect["ece"] == 0.0
+    assert perfect["confusion"] == {"tn": 3, "fp": 0, "fn": 0, "tp": 3}
+    useless = binary_metrics(y, np.full(6, 0.5), 0.9)
+    assert useless["async"]["recall"] == 0.0
+    assert expected_calibration_error(y, np.full(6, 0.5)) == pytest.approx(0.0)
+    assert expected_calibration_error(np.array([1, 1]), np.array([0.0, 0.0])) == pytest.approx(1.0)
+
+
+def test_baselines_catch_the_obvious(frame):
+    import pandas as pd
+
+    rows = pd.DataFrame(
+        {
+            "error_message": ["Read timed out", "余额不足", "系统繁忙，请稍后再试", "invalid sign"],
+            "error_code": [None, None, None, None],
+            "http_status": pd.array([None, 200, 200, 400], dtype="Int64"),
+        }
+    )
+    assert status_rule(rows).tolist() == [1, 0, 0, 0]
+    assert keyword_rule(rows).tolist() == [1, 0, 1, 0]
+
+
+def test_evaluate_splits_and_report(frame, tmp_path):
+    results = evaluate_splits(frame.iloc[:3000], seed=0)
+    assert [r.name for r in results] == list(SPLITS)
+    for r in results:
+        assert set(r.metrics) >= {"model", "status_rule", "keyword_rule"}
+        assert 0.0 <= r.metrics["model"]["async"]["f1"] <= 1.0
+    report = write_report(results, tmp_path, title="t")
+    assert (tmp_path / "pr_curve.png").stat().st_size > 1000
+    assert (tmp_path / "calibration.png").exists() and (tmp_path / "confusion.png").exists()
+    assert "| random | model |" in report.read_text()
+    assert set(json.loads((tmp_path / "metrics.json").read_text())["splits"]) == set(SPLITS)
+
+
+def _fake_result(name, model_f1, baseline_f1, ece=0.01):
+    from training.evaluate import SplitResult
+
+    def m(f1, e=0.0):
+        return {"async": {"f1": f1}, "ece": e}
+
+    return SplitResult(name, {"model": m(model_f1, ece), "keyword_rule": m(baseline_f1)}, np.zeros(1), np.zeros(1))
+
+
+def test_gate_check_finds_every_violation():
+    from training.gate import DEFAULT_GATE_FILE
+
+    gate = load_gate(DEFAULT_GATE_FILE)
+    ok = [_fake_result(n, 0.99, 0.5) for n in gate["splits"]]
+    assert check(gate, ok) == []
+    bad = [
+        _fake_result("random", 0.94, 0.5),
+        _fake_result("time", 0.99, 0.96),
+        _fake_result("unseen_templates", 0.99, 0.5, ece=0.2),
+    ]
+    violations = check(gate, bad)
+    assert any(v.startswith("random: async F1 0.9400 < 0.95") for v in violations)
+    assert any(v.startswith("time: async F1 0.9900 is not 0.05 above keyword_rule") for v in violations)
+    assert any(v.startswith("unseen_templates: ECE") for v in violations)
+    assert "unseen_insurers: split was not evaluated" in violations
+
+
+def test_train_writes_a_versioned_artifact_with_provenance(frame, tmp_path):
+    from training.train import train_artifact
+
+    history = tmp_path / "history.csv"
+    outcomes = tmp_path / "outcomes.csv"
+    write_failures_csv(frame.iloc[:2000], history)
+    write_failures_csv(frame.iloc[2000:3000], outcomes)
+    run = train_artifact([history, outcomes], tmp_path / "models")
+    assert run.activated and active_version(tmp_path / "models") == run.version
+    card = load_artifact(run.artifact).card
+    assert card["training_data"]["rows"] == 3000
+    assert [s["rows"] for s in card["training_data"]["sources"]] == [2000, 1000]
+    assert card["metrics"]["holdout_random_20pct"]["model"]["async"]["f1"] > 0.8
+    second = train_artifact([history], tmp_path / "models", holdout_metrics=False)
+    assert not second.activated  # the registry already has an active version
+    assert len(list_versions(tmp_path / "models")) == 2

@@ -1,0 +1,57 @@
+"""Classification metrics for async-eligibility: per class P/R/F1, ROC/PR-AUC, Brier, ECE, confusion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+
+def expected_calibration_error(y: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
+    """Σ_bins (n_bin / n) · |mean(y) - mean(p)| over `bins` equal-width probability bins."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            total += mask.mean() * abs(float(y[mask].mean()) - float(probability[mask].mean()))
+    return float(total)
+
+
+def binary_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, Any]:
+    y = np.asarray(y, dtype=np.int64)
+    probability = np.asarray(probability, dtype=np.float64)
+    predicted = (probability >= threshold).astype(np.int64)
+    precision, recall, f1, support = precision_recall_fscore_support(y, predicted, labels=[1, 0], zero_division=0)
+    both = len(np.unique(y)) == 2
+    tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()
+    return {
+        "rows": len(y),
+        "threshold": float(threshold),
+        "async": {
+            "precision": float(precision[0]),
+            "recall": float(recall[0]),
+            "f1": float(f1[0]),
+            "support": int(support[0]),
+        },
+        "final": {
+            "precision": float(precision[1]),
+            "recall": float(recall[1]),
+            "f1": float(f1[1]),
+            "support": int(support[1]),
+        },
+        "roc_auc": float(roc_auc_score(y, probability)) if both else None,
+        "pr_auc": float(average_precision_score(y, probability)) if both else None,
+        "brier": float(brier_score_loss(y, probability, labels=[0, 1])),
+        "ece": expected_calibration_error(y, probability),
+        "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "accuracy": float((predicted == y).mean()),
+    }
