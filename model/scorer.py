@@ -199,4 +199,3 @@ class FastScorer:
 
     def score_many(self, failures: list[Failure]) -> list[Score]:
         return [self.score(f) for f in failures]
-

@@ -22,8 +22,9 @@ from service.metrics import Metrics
 from service.runtime import open_runtime
 from service.scoring import ServingModel
 
-#: Body limits per route (bytes): a /process payload is at most 64 KiB, a message at most 64 KiB.
-ROUTE_BODY_LIMITS = {"/process": 192 * 1024, "/classify": 192 * 1024}
+#: Body limits per route (bytes): a /process payload is at most 64 KiB; a /classify message at most
+#: 65,536 characters, which is up to 384 KiB as JSON (6 bytes per character written as a \uXXXX escape).
+ROUTE_BODY_LIMITS = {"/process": 192 * 1024, "/classify": 512 * 1024}
 
 
 def create_app(

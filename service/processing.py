@@ -251,9 +251,10 @@ class OrderProcessor:
         if answer.completed:
             state, when, reason = OrderState.SUCCEEDED, None, "insurer reports it completed (query)"
         else:
+            # an unanswered query counts as an attempt: it backs off and ends in DEAD like a call
             when = next_attempt_at(
                 self.policy,
-                attempts=max(order.attempts, 1),
+                attempts=order.attempts + 1,
                 first_failure_at=order.first_failure_at or now,
                 now=now,
                 rng=self.rng,
@@ -271,7 +272,7 @@ class OrderProcessor:
                 actor=actor,
                 result=answer.data if answer.completed else None,
                 now=now,
-                count_call=False,
+                count_call=not answer.completed,
             )
         )
         self.metrics.transition(state.value, actor)

@@ -75,16 +75,18 @@ class Worker:
                     raise
                 await self._pause(stop)
                 continue
-            fresh = [o for o in claimed if o.pk not in seen] if once else claimed
-            for order in claimed:
-                if order.pk in seen:  # due again within this --once run: leave it for the next run
-                    await self._release(order)
+            fresh = claimed
+            if once:  # an order due again within this run is left for the next run
+                fresh = [o for o in claimed if o.pk not in seen]
+                for order in claimed:
+                    if order.pk in seen:
+                        await self._release(order)
+                seen.update(o.pk for o in fresh)
             if not fresh:
                 if once:
                     break
                 await self._pause(stop)
                 continue
-            seen.update(o.pk for o in fresh)
             self.stats.claimed += len(fresh)
             async with anyio.create_task_group() as group:
                 for order in fresh:
@@ -127,6 +129,10 @@ class Worker:
                 return
             except StoreUnavailable as exc:
                 log.warning("database unavailable; the order comes back after its lease: %s", exc, extra=context)
+                self.stats.errors += 1
+                return
+            except Exception:  # one broken order must not stop the others; it comes back after its lease
+                log.exception("re-execution failed unexpectedly", extra=context)
                 self.stats.errors += 1
                 return
             self.stats.finished += 1

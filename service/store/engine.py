@@ -24,6 +24,8 @@ MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
 #: Key of the PostgreSQL advisory lock that serialises concurrent `migrate` calls ("asyncgat").
 MIGRATION_LOCK_KEY: Final = 0x6173796E63676174
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+#: How long a migrating process waits for another one that holds the SQLite write lock.
+MIGRATION_WAIT_MS: Final = 120_000
 PG_CONNECT_TIMEOUT_S: Final = 3
 #: Alembic's `context` and `op` are process-wide proxies: one migration at a time per process.
 _MIGRATING = threading.Lock()
@@ -106,6 +108,13 @@ def alembic_config() -> Config:
     return config
 
 
+def _busy_timeout(connection: sa.Connection, milliseconds: int) -> None:
+    """Set SQLite's busy timeout on the driver connection, outside any transaction."""
+    driver = connection.connection.driver_connection
+    if driver is not None:
+        driver.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
+
+
 def migrate(engine: sa.Engine) -> None:
     """Apply every pending migration up to head; a no-op when up to date; safe from several processes at once.
 
@@ -115,10 +124,18 @@ def migrate(engine: sa.Engine) -> None:
     """
     config = alembic_config()
     try:
-        with _MIGRATING, engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        with _MIGRATING, engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:  # another process may hold the write lock for a whole migration: wait longer
+                _busy_timeout(connection, MIGRATION_WAIT_MS)
+            try:
+                with connection.begin():
+                    if connection.dialect.name == "postgresql":
+                        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+            finally:
+                if sqlite:
+                    _busy_timeout(connection, SQLITE_BUSY_TIMEOUT_MS)
     except (exc.OperationalError, exc.InterfaceError) as error:
         raise StoreUnavailable(f"cannot migrate the database: {error.orig or error}") from error

@@ -295,7 +295,8 @@ class OrderStore:
         return found, next_cursor
 
     def requeue(self, order_id: str, *, actor: str, now: dt.datetime) -> OrderRecord:
-        """FAILED or DEAD → ASYNC_PROCESSING, due now; OrderNotFound / InvalidTransition otherwise."""
+        """FAILED or DEAD → ASYNC_PROCESSING, due now, with a fresh retry budget (attempts 0);
+        OrderNotFound / InvalidTransition otherwise."""
         with self._transaction() as conn:
             row = conn.execute(
                 sa.select(orders.c.id, orders.c.state).where(orders.c.order_id == order_id).with_for_update()
@@ -313,6 +314,9 @@ class OrderStore:
                     lease_owner=None,
                     lease_until=None,
                     updated_at=now,
+                    # a fresh retry budget: the operator asked for it; the attempt log keeps the history
+                    attempts=0,
+                    first_failure_at=None,
                 )
             )
             queries.insert_transition(

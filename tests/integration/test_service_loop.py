@@ -42,15 +42,16 @@ TIMEOUT_S = 0.5  # the insurer's client timeout: `complete_then_timeout` outlive
 RETRY = {"ASYNCGATE_RETRY_BASE_S": "0.05", "ASYNCGATE_RETRY_MAX_S": "0.1", "ASYNCGATE_RETRY_MAX_ATTEMPTS": "3"}
 WORKER_TIMEOUT_S = 60.0
 
-#: order_id → the simulator script its payload carries.
+#: order_id → the simulator script its payload carries. identity_mismatch and lock_contention always
+#: render as protocol failures (never as a 502/504 gateway page, which would be an unknown outcome).
 SCRIPTS: dict[str, list[str]] = {
     "OK-1": ["success"],
-    "FINAL-1": ["validation"],
-    "ASYNC-1": ["insurer_busy", "success"],
+    "FINAL-1": ["identity_mismatch"],
+    "ASYNC-1": ["lock_contention", "success"],
     "UNKNOWN-1": ["complete_then_timeout"],
     "HANG-1": ["timeout", "success"],
     "DEAD-1": ["insurer_busy"],
-    "REQUEUE-1": ["validation", "success"],
+    "REQUEUE-1": ["identity_mismatch", "success"],
 }
 
 

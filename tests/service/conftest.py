@@ -49,7 +49,7 @@ MODEL_VERSION = "toy-2026-11-24"
 INSURER = "acme"
 INSURERS = (INSURER, "beta")
 BASE_URL = "http://acme.test/api"
-#: Messages the toy model classifies as final / async-eligible (checked in test_api_process).
+#: Messages the toy model classifies as final / async-eligible (checked in test_api_classify).
 FINAL_MESSAGE = "身份证号码格式不正确"
 BUSY_MESSAGE = "系统繁忙，请稍后再试"
 
@@ -248,9 +248,11 @@ def run_worker(
     *,
     clock: Callable[[], dt.datetime] = utcnow,
     timeout_s: float = 30.0,
+    until: Callable[[], bool] | None = None,
 ) -> WorkerStats:
     """One `Worker.run(once=True)` on the service's database and insurer, with its own engine and client
-    (as the `asyncgate worker` process would have). `clock` is the processor's (scheduling) clock."""
+    (as the `asyncgate worker` process would have). `clock` is the processor's (scheduling) clock.
+    With `until`, a continuous worker runs until `until()` is true."""
     settings = service.settings
 
     async def main() -> WorkerStats:
@@ -270,8 +272,21 @@ def run_worker(
                     clock=clock,
                 )
                 worker = Worker(processor, store, worker_id="worker:test", lease_s=settings.lease_s, poll_s=0.01)
+                if until is None:
+                    with anyio.fail_after(timeout_s):
+                        return await worker.run(once=True)
+                stop = anyio.Event()  # a continuous worker, stopped once `until()` holds
+
+                async def watch() -> None:
+                    while not await anyio.to_thread.run_sync(until):
+                        await anyio.sleep(0.02)
+                    stop.set()
+
                 with anyio.fail_after(timeout_s):
-                    return await worker.run(once=True)
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(watch)
+                        stats = await worker.run(once=False, stop=stop)
+                return stats
         finally:
             engine.dispose()
 

@@ -3,6 +3,7 @@ locations), batch bounds and order, and the thread path of big batches."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anyio.to_thread
@@ -186,3 +187,15 @@ def test_openapi_documents_the_nullable_numbers(service: Service) -> None:
     fields = response.json()["components"]["schemas"]["ClassifyRequest"]["properties"]
     status = {option.get("type") for option in fields["http_status"]["anyOf"]}
     assert status == {"integer", "null"}
+
+
+@pytest.mark.parametrize("ensure_ascii", [False, True], ids=["utf-8", "escaped"])
+def test_the_longest_message_fits_the_body_limit(service: Service, ensure_ascii: bool) -> None:
+    body = json.dumps(failure_row(error_message="忙" * 65_536), ensure_ascii=ensure_ascii)
+    response = service.client.post("/classify", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text[:200]
+
+
+def test_a_body_over_the_classify_limit_gets_413(service: Service) -> None:
+    response = service.client.post("/classify", json=failure_row(error_message="x" * (600 * 1024)))
+    assert response.status_code == 413

@@ -27,13 +27,17 @@ def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     stderr = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
     root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    saved_levels = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    saved = (root.handlers[:], root.level, _logger_levels())
     configure_logging("DEBUG")
     yield stderr
     root.handlers[:], root.level = saved[0], saved[1]
-    for name, level in saved_levels.items():
-        logging.getLogger(name).setLevel(level)
+    for name, logger in logging.root.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger):  # configure_logging quiets some libraries: undo it
+            logger.setLevel(saved[2].get(name, logging.NOTSET))
+
+
+def _logger_levels() -> dict[str, int]:
+    return {n: lg.level for n, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
 
 
 def lines(text: str) -> list[dict[str, Any]]:

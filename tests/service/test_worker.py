@@ -182,3 +182,16 @@ def test_an_abandoned_call_unknown_to_the_insurer_is_sent(svc: Service, serving_
     assert order["state"] == "SUCCEEDED"
     assert [(a["kind"], a["outcome"]) for a in order["attempts"]] == [("query", "not_found"), ("call", "success")]
     assert svc.insurer.completions == {"W11:underwrite": 1}
+
+
+def test_a_continuous_worker_retries_the_same_order_without_losing_its_lease(
+    svc: Service, serving_model: ServingModel
+) -> None:
+    """Regression: a continuous worker used to release an order it had claimed before, mid-flight."""
+    svc.insurer.script("W9", busy(), busy(), success({"policy_no": "POL-W9"}))
+    svc.process("W9")
+    stats = run_worker(svc, serving_model, until=lambda: svc.order("W9")["state"] != "ASYNC_PROCESSING")
+    order = svc.order("W9")
+    assert (order["state"], order["attempt_count"]) == ("SUCCEEDED", 3)
+    assert (stats.errors, stats.released) == (0, 0)
+    assert stats.finished == 2

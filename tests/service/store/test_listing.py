@@ -142,7 +142,9 @@ def test_requeue_puts_a_finished_order_back_in_the_schedule(store: OrderStore, f
     requeued = store.requeue("P1", actor="operator", now=at(100))
     assert requeued.state is OrderState.ASYNC_PROCESSING
     assert (requeued.next_attempt_at, requeued.lease_owner, requeued.updated_at) == (at(100), None, at(100))
-    assert requeued.attempts == 1
+    # a fresh retry budget; the attempt log keeps the history
+    assert (requeued.attempts, requeued.first_failure_at) == (0, None)
+    assert len(requeued.attempt_log or ()) == 1
     last = store.transitions("P1")[-1]
     assert (last.from_state, last.to_state, last.reason, last.actor) == (
         final,
