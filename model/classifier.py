@@ -1,7 +1,8 @@
 """FailureClassifier: is a failure async-eligible (calibrated probability), and of which category.
 
 fit(X, y, category):
-1. FailureFeatures on all rows (unsupervised: vocabulary and IDF).
+1. FailureFeatures on all rows (unsupervised: vocabulary and IDF), hiding the insurer of an
+   `insurer_dropout` share of rows so the model also learns to decide for insurers it never saw.
 2. A logistic regression on a stratified (1 - calibration_size) share of the rows.
 3. Platt scaling on the held-out share: p = 1 / (1 + exp(-(a * s + b))), s the regression's score.
 4. The decision threshold minimizing expected cost on the held-out share, where a failure wrongly
@@ -24,6 +25,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
+from threadpoolctl import threadpool_limits
 
 from model.features import FailureFeatures
 from model.schema import CATEGORIES
@@ -37,6 +39,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "calibration_size": 0.2,
     "cost_ratio": 5.0,
     "category_max_rows": 60_000,
+    "insurer_dropout": 0.2,
     "random_state": 0,
 }
 
@@ -71,6 +74,7 @@ class FailureClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         calibration_size: float = 0.2,
         cost_ratio: float = 5.0,
         category_max_rows: int = 60_000,
+        insurer_dropout: float = 0.2,
         random_state: int = 0,
     ):
         self.ngram_range = ngram_range
@@ -81,13 +85,22 @@ class FailureClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.calibration_size = calibration_size
         self.cost_ratio = cost_ratio
         self.category_max_rows = category_max_rows
+        self.insurer_dropout = insurer_dropout
         self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, y: Any, category: Any = None) -> FailureClassifier:
+        # One BLAS thread: L-BFGS steps are vector operations too small to share, and two OpenBLAS
+        # threads made the whole fit 3.5x slower on a 2-core machine (measured; bench/training.py).
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fit(X, y, category)
+
+    def _fit(self, X: pd.DataFrame, y: Any, category: Any) -> FailureClassifier:
         labels = np.asarray(y, dtype=np.int64)
         if set(np.unique(labels)) != {0, 1}:
             raise ValueError("training needs both classes (async_eligible 0 and 1)")
-        self.features_ = FailureFeatures(self.ngram_range, self.min_df, self.max_features)
+        self.features_ = FailureFeatures(
+            self.ngram_range, self.min_df, self.max_features, self.insurer_dropout, self.random_state
+        )
         matrix = self.features_.fit_transform(X)
         rows = np.arange(matrix.shape[0])
         fit_rows, cal_rows = train_test_split(

@@ -71,10 +71,19 @@ def latency_block(failures: list[Failure]) -> sp.csr_matrix:
 class FailureFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     """Sparse features of failure records (a DataFrame with the contract's feature columns)."""
 
-    def __init__(self, ngram_range: tuple[int, int] = (1, 4), min_df: int = 2, max_features: int | None = 200_000):
+    def __init__(
+        self,
+        ngram_range: tuple[int, int] = (1, 4),
+        min_df: int = 2,
+        max_features: int | None = 200_000,
+        insurer_dropout: float = 0.0,
+        random_state: int = 0,
+    ):
         self.ngram_range = ngram_range
         self.min_df = min_df
         self.max_features = max_features
+        self.insurer_dropout = insurer_dropout
+        self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> FailureFeatures:
         self.fit_transform(X)
@@ -97,12 +106,21 @@ class FailureFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         vectorizer.vocabulary_ = {term: int(index) for term, index in vectorizer.vocabulary_.items()}
         self.message_vectorizer_ = vectorizer
         self.n_message_features_ = len(vectorizer.vocabulary_)
-        dicts, categorical_index = distinct_categoricals(failures)
+        dicts, categorical_index = distinct_categoricals(self._drop_insurers(failures))
         self.categorical_vectorizer_ = DictVectorizer(dtype=np.float64, sort=True)
         categoricals = self.categorical_vectorizer_.fit_transform(dicts)
         return sp.hstack(
             [messages[message_index], categoricals[categorical_index], latency_block(failures)], format="csr"
         )
+
+    def _drop_insurers(self, failures: list[Failure]) -> list[Failure]:
+        """Training only: hide the insurer of a random `insurer_dropout` share of rows, so the model also
+        learns to decide without insurer identity — which is what it must do for an insurer it never saw."""
+        if not self.insurer_dropout:
+            return failures
+        rng = np.random.default_rng(self.random_state)
+        hide = rng.random(len(failures)) < self.insurer_dropout
+        return [f._replace(insurer=None) if h else f for f, h in zip(failures, hide, strict=True)]
 
     def transform(self, X: pd.DataFrame) -> sp.csr_matrix:
         return self.transform_failures(list(iter_failures(X)))

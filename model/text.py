@@ -8,6 +8,7 @@ become the same text. `field_features` turns the structured fields into named fe
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import unicodedata
@@ -45,11 +46,65 @@ _MASKS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
 _SPACES: Final = re.compile(r"\s+")
 
 
+#: Keys whose values carry the human-readable reason in JSON, XML and key=value bodies.
+_MESSAGE_KEYS: Final = frozenset(
+    "message msg errmsg err_msg errormsg error_msg error_message errormessage errordesc error_desc "
+    "error_description errdesc err_desc desc description reason detail details resultmsg result_msg rspmsg "
+    "respmsg resp_msg retmsg ret_msg returnmsg return_msg sub_msg submsg err_code_des errcodedes tip hint "
+    "faultstring statusmessage status_message".split()
+)
+_FALLBACK_KEYS: Final = frozenset({"error", "status_text", "title"})
+_XML_FIELD: Final = re.compile(r"<([A-Za-z_][\w.-]*)>(?:<!\[CDATA\[)?([^<]*?)(?:\]\]>)?</\1>")
+_KV_FIELD: Final = re.compile(r"(?:^|[&;,\s])([A-Za-z_]\w*)=([^&;,]*)")
+
+
+def _json_strings(value: object, keys: frozenset[str], found: list[str], depth: int = 0) -> None:
+    if depth > 8:
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, str) and str(key).casefold() in keys and item.strip():
+                found.append(item)
+            elif isinstance(item, dict | list):
+                _json_strings(item, keys, found, depth + 1)
+    elif isinstance(value, list):
+        for item in value[:20]:
+            _json_strings(item, keys, found, depth + 1)
+
+
+def extract_reason(message: str) -> str:
+    """The reason inside a structured body: `prefix + message values` of a JSON object, XML fields or
+    key=value pairs (`{"timestamp":…,"error":"Internal Server Error","message":"重复投保",…}` → `重复投保`);
+    the message unchanged when it is plain text or no message-like field is found."""
+    start = message.find("{")
+    if start != -1 and message.rstrip().endswith("}"):
+        try:
+            body = json.loads(message[start:])
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            found: list[str] = []
+            _json_strings(body, _MESSAGE_KEYS, found)
+            if not found:
+                _json_strings(body, _FALLBACK_KEYS, found)
+            if found:
+                return " ".join([message[:start].strip(), *found]).strip()
+        return message
+    if "</" in message:
+        fields = [(k.casefold(), v) for k, v in _XML_FIELD.findall(message)]
+    elif "=" in message and "&" in message:
+        fields = [(k.casefold(), v) for k, v in _KV_FIELD.findall(message)]
+    else:
+        return message
+    found = [v for k, v in fields if k in _MESSAGE_KEYS and v.strip()]
+    return " ".join(found) if found else message
+
+
 def normalize_message(message: str | None) -> str:
-    """NFKC + case-fold + mask volatile values; '' for a missing message."""
+    """Reason extracted from a structured body, NFKC, case-folded, volatile values masked; '' when missing."""
     if not message:
         return ""
-    text = unicodedata.normalize("NFKC", message[:_MAX_MESSAGE_CHARS]).casefold()
+    text = unicodedata.normalize("NFKC", extract_reason(message[:_MAX_MESSAGE_CHARS])).casefold()
     for pattern, replacement in _MASKS:
         text = pattern.sub(replacement, text)
     return _SPACES.sub(" ", text).strip()
@@ -121,9 +176,11 @@ def categorical_tokens(
 ) -> list[str]:
     """Insurer, operation, error-code tokens and HTTP status as one-hot feature names, each once."""
     insurer_key = (insurer or "").strip().casefold()[:128]
-    tokens = [f"insurer={insurer_key}", f"operation={(operation or '').strip().casefold()[:64]}"]
+    tokens = [f"operation={(operation or '').strip().casefold()[:64]}"]
+    if insurer_key:  # no insurer: no insurer tokens, exactly like an insurer never seen in training
+        tokens.append(f"insurer={insurer_key}")
     tokens.extend(code_tokens(error_code))
-    if error_code and error_code.strip():
+    if insurer_key and error_code and error_code.strip():
         tokens.append(f"insurer_code={insurer_key}|{error_code.strip().casefold()[:128]}")
     if http_status is None:
         tokens.append("status:missing")

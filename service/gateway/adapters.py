@@ -179,9 +179,12 @@ def request_timeout(insurer: InsurerConfig) -> httpx.Timeout:
 
 
 def exception_text(exc: BaseException) -> str:
-    """`Type: message`, or just `Type` when the exception has no message (e.g. `ReadTimeout: timed out`)."""
+    """`Type: message` (e.g. `ReadTimeout: timed out`); httpx timeouts often carry no message, and then
+    say `timed out`, like the socket error underneath; other exceptions without one give just `Type`."""
     text = str(exc).strip()
     name = type(exc).__name__
+    if not text and isinstance(exc, httpx.TimeoutException):
+        text = "timed out"
     return f"{name}: {text}"[:MAX_MESSAGE_CHARS] if text else name
 
 

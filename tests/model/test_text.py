@@ -47,3 +47,29 @@ def test_latency_near_whole_second_flags_client_timeouts():
     assert "latency_at_whole_second" in field_features("a", "pay", None, None, 3004.0)
     assert "latency_at_whole_second" not in field_features("a", "pay", None, None, 3500.0)
     assert "latency_at_whole_second" not in field_features("a", "pay", None, None, 40.0)
+
+
+def test_reason_is_extracted_from_structured_bodies():
+    from model.text import extract_reason
+
+    spring = (
+        '{"timestamp":"2026-05-06T02:00:00+08:00","status":500,"error":"Internal Server Error",'
+        '"message":"重复投保","path":"/v1"}'
+    )
+    assert extract_reason(spring) == "重复投保"
+    assert (
+        extract_reason('核心返回：{"head":{"rspCode":"3010","rspMsg":"不予承保"},"body":{}}') == "核心返回： 不予承保"
+    )
+    assert extract_reason("respCode=94&respMsg=退款单已存在&txnTime=1") == "退款单已存在"
+    assert (
+        extract_reason("<xml><return_code>FAIL</return_code><return_msg><![CDATA[系统繁忙]]></return_msg></xml>")
+        == "系统繁忙"
+    )
+    assert extract_reason('{"status":500,"error":"Internal Server Error"}') == "Internal Server Error"
+
+
+def test_plain_and_unparsable_text_is_kept():
+    from model.text import extract_reason
+
+    for text in ("plain {not json}", "系统繁忙", "{broken json}", "<html><title>502 Bad Gateway</title></html>", "a=b"):
+        assert extract_reason(text) == text

@@ -182,8 +182,14 @@ def test_request_that_may_have_arrived_is_unknown(exc: Exception) -> None:
 
 
 def test_exception_without_text_is_named_by_its_type() -> None:
-    assert exception_text(httpx.ReadTimeout("")) == "ReadTimeout"
-    assert run_call(raising(httpx.ReadTimeout(""))).error_message == "ReadTimeout"
+    assert exception_text(httpx.RemoteProtocolError("")) == "RemoteProtocolError"
+    assert run_call(raising(httpx.ReadError(""))).error_message == "ReadError"
+
+
+def test_timeout_without_text_says_timed_out_as_in_the_contract() -> None:
+    assert exception_text(httpx.ReadTimeout("")) == "ReadTimeout: timed out"
+    assert run_call(raising(httpx.ReadTimeout(""))).error_message == "ReadTimeout: timed out"
+    assert exception_text(httpx.ConnectTimeout("")) == "ConnectTimeout: timed out"
 
 
 def test_building_an_invalid_request_is_a_bug_and_raises() -> None:
