@@ -20,6 +20,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from model.design import RowDesign
 from model.records import Failure, iter_failures
 from model.text import (
     LATENCY_EDGES_MS,
@@ -90,6 +91,10 @@ class FailureFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return self
 
     def fit_transform(self, X: pd.DataFrame, y: Any = None, **fit_params: Any) -> sp.csr_matrix:
+        return self.fit_design(X).to_csr()
+
+    def fit_design(self, X: pd.DataFrame) -> RowDesign:
+        """Fit, and return the training rows as a RowDesign (the matrix's distinct parts, not the matrix)."""
         failures = list(iter_failures(X))
         distinct, message_index = distinct_normalized([f.error_message for f in failures])
         vectorizer = TfidfVectorizer(
@@ -109,9 +114,7 @@ class FailureFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         dicts, categorical_index = distinct_categoricals(self._drop_insurers(failures))
         self.categorical_vectorizer_ = DictVectorizer(dtype=np.float64, sort=True)
         categoricals = self.categorical_vectorizer_.fit_transform(dicts)
-        return sp.hstack(
-            [messages[message_index], categoricals[categorical_index], latency_block(failures)], format="csr"
-        )
+        return RowDesign(messages, message_index, categoricals, categorical_index, latency_block(failures))
 
     def _drop_insurers(self, failures: list[Failure]) -> list[Failure]:
         """Training only: hide the insurer of a random `insurer_dropout` share of rows, so the model also

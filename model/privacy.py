@@ -15,13 +15,15 @@ _PATTERNS: Final = (
         ),
         "<ID_NUMBER>",
     ),
-    (re.compile(r"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d{9}(?!\d)"), "<PHONE>"),
+    # mainland mobile numbers, also written in groups: +86 138-1234-5678, 138 1234 5678
+    (re.compile(r"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d(?:[- ]?\d{4}){2}(?!\d)"), "<PHONE>"),
     (re.compile(r"(?<!\d)(?:\d[ -]?){15,18}\d(?!\d)"), "<CARD>"),
     (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "<EMAIL>"),
     (
         re.compile(
             r"((?:name|holder|insured|applicant|姓名|被保人|投保人|持卡人|户名)[\"']?\s*[:=：]\s*[\"']?)"
-            r"([^\s,，;；\"'}]{1,32})",
+            # a Latin name may go on for two more capitalised words ("John Smith")
+            r"([A-Z][a-z]+(?: [A-Z][a-z]+){1,2}(?![\w])|[^\s,，;；\"'}]{1,32})",
             re.IGNORECASE,
         ),
         r"\1<NAME>",

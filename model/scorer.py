@@ -4,9 +4,10 @@ It gives the same probabilities as `FailureClassifier.predict_proba` (the refere
 holds them within 1e-9) at a fraction of the cost: no DataFrame, no scipy.sparse. The score splits
 into three parts that add up:
 
-    s = intercept + message part + categorical part + latency part
+    s = message part + categorical part + latency part
     message part     = Σ_text w_j · tfidf_j / ‖tfidf‖   cached per message and per normalized message
-    categorical part = Σ w_f over the one-hot tokens    cached per (insurer, operation, code, status)
+    categorical part = intercept + Σ w_f over the one-hot tokens
+                                                        cached per (insurer, operation, code, status)
     latency part     = Σ w_f · x_f over ≤ 3 latency features
     p = 1 / (1 + exp(-(a · s + b)))                     (Platt calibration)
 
@@ -151,7 +152,8 @@ class FastScorer:
         part = self._categoricals.get(key)
         if part is not None:
             return part
-        score, logits, top = 0.0, self._zero_logits.copy(), []
+        # the intercepts ride along with the (cached) categorical part: two additions less per failure
+        score, logits, top = self._intercept, self._cat_intercept.copy(), []
         for token in categorical_tokens(*key):
             weight = self._weights.get(token)
             if weight is not None:
@@ -166,16 +168,16 @@ class FastScorer:
     def score(self, failure: Failure) -> Score:
         message = self._message_part(failure.error_message)
         fields = self._categorical_part(failure)
-        total = self._intercept + message.score + fields.score
-        logits = self._cat_intercept + message.logits + fields.logits if self._has_head else self._zero_logits
+        total = message.score + fields.score  # fields.score includes the intercept
+        logits = message.logits + fields.logits if self._has_head else self._zero_logits
         latency = []
         for name, value in latency_features(failure.latency_ms).items():
             weight = self._weights.get(name)
             if weight is not None:
                 total += weight * value
                 latency.append((name, weight * value))
-                if self._has_head:
-                    logits = logits + self._cat_weights[name] * value
+                if self._has_head:  # in place: `logits` is this call's own array
+                    logits += self._cat_weights[name] if value == 1.0 else self._cat_weights[name] * value
         probability = 1.0 / (1.0 + math.exp(-(self._a * total + self._b)))
         eligible = probability >= self.threshold
         category, category_probability = self._category(logits, eligible)

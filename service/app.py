@@ -13,10 +13,12 @@ import anyio
 import httpx
 from fastapi import FastAPI
 
-from service.api import classify, ops, orders
+from service.api import admin, classify, ops, orders
+from service.api.auth import ApiKeyAuth, ApiKeys
 from service.api.errors import install_error_handlers
 from service.api.middleware import BodyLimit, Observe
 from service.config import Settings
+from service.console import install_console
 from service.gateway import InsurerRegistry
 from service.metrics import Metrics
 from service.runtime import open_runtime
@@ -35,6 +37,15 @@ def create_app(
     http_client: httpx.AsyncClient | None = None,
 ) -> FastAPI:
     metrics = Metrics()
+    keys = ApiKeys.parse(settings.api_keys) if settings.api_keys else None  # ApiKeysError before anything opens
+    responses: dict[int | str, dict[str, str]] = {
+        400: {"description": "bad request (unknown insurer, unparsable body, bad cursor)"},
+        413: {"description": "the request body is over the limit"},
+        503: {"description": "the database is unavailable; retry (Retry-After)"},
+    }
+    if keys is not None:
+        responses[401] = {"description": "missing or invalid API key (Authorization: Bearer <key>)"}
+        responses[403] = {"description": "the API key's role does not allow this"}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +57,7 @@ def create_app(
             app.state.models = runtime.models
             app.state.gateway = runtime.gateway
             app.state.processor = runtime.processor
+            app.state.learning = runtime.learning
             app.state.classify_limiter = anyio.CapacityLimiter(settings.classify_threads)
             yield
 
@@ -54,12 +66,15 @@ def create_app(
         version="0.1.0",
         summary="Classify failed insurer calls; keep async-eligible orders and execute them again.",
         lifespan=lifespan,
-        responses={400: {"description": "bad request (unknown insurer, unparsable body, bad cursor)"}},
+        responses=responses,
     )
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (classify.router, orders.router, ops.router):
+    for router in (classify.router, orders.router, ops.router, admin.router):
         app.include_router(router)
+    install_console(app, settings)  # /console: the operations console (HTML; its own login cookie)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, per_path=ROUTE_BODY_LIMITS)
+    if keys is not None:  # outside the body limit: a refused request's body is never read
+        app.add_middleware(ApiKeyAuth, keys=keys)
     app.add_middleware(Observe, metrics=metrics)
     return app

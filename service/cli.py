@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -73,15 +75,29 @@ def serve(
     model_dir: ModelDirOpt = None,
     insurers: InsurersOpt = None,
     workers: Annotated[int | None, typer.Option(help="server processes (default 1)")] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="serve a non-loopback address without API keys (not recommended)")
+    ] = False,
 ) -> None:
     """Run the HTTP service (uvicorn). Trains the default model first when none exists."""
     import uvicorn
 
+    from service.api.auth import ApiKeys, ApiKeysError, is_loopback
     from service.logs import configure_logging
 
     settings = _settings(
         host=host, port=port, db_url=db_url, model_dir=model_dir, insurers_file=insurers, workers=workers
     )
+    try:
+        if settings.api_keys:
+            ApiKeys.parse(settings.api_keys)  # a bad key list fails here, before the model is trained
+    except ApiKeysError as exc:
+        raise _fail(str(exc)) from exc
+    if not settings.api_keys and not is_loopback(settings.host) and not insecure:
+        raise _fail(
+            f"refusing to serve on {settings.host} without API keys: set ASYNCGATE_API_KEYS "
+            "(see README, Security) or pass --insecure"
+        )
     ensure_default_model(settings)
     configure_logging(settings.log_level)
     common: dict[str, Any] = {
@@ -127,6 +143,7 @@ def worker(
                 "claimed": stats.claimed,
                 "finished": stats.finished,
                 "released": stats.released,
+                "deferred": stats.deferred,
                 "errors": stats.errors,
                 "by_state": stats.by_state,
             }
@@ -139,6 +156,7 @@ async def _run_worker(settings: Settings, once: bool) -> Any:
 
     import anyio
 
+    from service.budget import RetryBudget
     from service.runtime import open_runtime
     from service.worker import Worker
 
@@ -158,6 +176,7 @@ async def _run_worker(settings: Settings, once: bool) -> Any:
             concurrency=settings.worker_concurrency,
             lease_s=settings.lease_s,
             poll_s=settings.worker_poll_s,
+            budget=RetryBudget(settings.retry_rate_per_s, settings.retry_burst),
         )
         stats = await runner.run(once=once, stop=stop)
         group.cancel_scope.cancel()
@@ -293,6 +312,85 @@ def models_rollback(model_dir: ModelDirOpt = None) -> None:
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"active: {version}")
+
+
+@contextmanager
+def _open_store(settings: Settings) -> Iterator[Any]:
+    from service.store import OrderStore, create_db_engine, migrate
+
+    engine = create_db_engine(settings.resolved_db_url)
+    try:
+        migrate(engine)
+        yield OrderStore(engine)
+    finally:
+        engine.dispose()
+
+
+def _since(text: str | None) -> Any:
+    import datetime as dt
+
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise _fail(f"--since {text!r} is not an ISO-8601 time (e.g. 2026-11-24 or 2026-11-24T10:00:00Z)") from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+SinceOpt = Annotated[str | None, typer.Option("--since", help="only first failures at or after this ISO-8601 time")]
+
+
+@app.command("export-outcomes")
+def export_outcomes(
+    out: Annotated[Path, typer.Option(help="CSV to write (contract section 5, plus provenance columns)")],
+    db_url: DbUrlOpt = None,
+    since: SinceOpt = None,
+) -> None:
+    """Write each order's first failure labelled by what re-execution showed (personal data masked)."""
+    from service.outcomes import export_outcomes as export
+    from service.store import StoreUnavailable
+
+    try:
+        with _open_store(_settings(db_url=db_url)) as store:
+            summary = export(store, out, since=_since(since))
+    except StoreUnavailable as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(summary.describe())
+
+
+@models_app.command("report")
+def models_report(
+    db_url: DbUrlOpt = None,
+    model_dir: ModelDirOpt = None,
+    candidate: Annotated[
+        list[str] | None, typer.Option("--candidate", help="registry version to re-score outcomes with (repeatable)")
+    ] = None,
+    since: SinceOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON here")] = None,
+) -> None:
+    """Live decisions and outcomes per model version; candidates (default: the active one) re-scored."""
+    from model.artifact import ArtifactError
+    from model.registry import active_version
+    from service.lifecycle import load_checked
+    from service.model_report import model_report, render_report
+    from service.outcomes import iter_first_failures
+    from service.store import StoreUnavailable
+
+    settings = _settings(db_url=db_url, model_dir=model_dir)
+    registry = settings.resolved_model_dir
+    names = candidate or [v for v in [active_version(registry)] if v]
+    try:
+        candidates = {name: load_checked(registry / name) for name in names}
+        with _open_store(settings) as store:
+            rows = list(iter_first_failures(store, since=_since(since)))
+    except (ArtifactError, StoreUnavailable) as exc:
+        raise _fail(str(exc)) from exc
+    report = model_report(rows, candidates)
+    typer.echo(render_report(report))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 @app.command("simulate-insurer")

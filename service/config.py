@@ -43,6 +43,21 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=16, ge=1, le=1_000)
     worker_poll_s: float = Field(default=1.0, gt=0)
 
+    # per-insurer circuit breaker (per process): `breaker_failures` failed calls among the last
+    # `breaker_window` open it for `breaker_cooldown_s`; then `breaker_probes` calls at a time probe it
+    breaker_window: int = Field(default=20, ge=1, le=10_000)
+    breaker_failures: int = Field(default=10, ge=0)  # 0 disables the breaker
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    breaker_probes: int = Field(default=1, ge=1)
+
+    # retry budget: re-executions per second per insurer and worker process (0: unlimited), and burst
+    retry_rate_per_s: float = Field(default=20.0, ge=0)
+    retry_burst: int = Field(default=20, ge=1)
+
+    # API keys: "KEY:ROLE,KEY:ROLE" with ROLE read, write or admin (see service/api/auth.py);
+    # empty: no authentication (then `serve` refuses a non-loopback host unless --insecure)
+    api_keys: str = Field(default="", repr=False)
+
     # database pool (per process)
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
@@ -57,12 +72,39 @@ class Settings(BaseSettings):
     # batch scoring off the event loop
     classify_threads: int = Field(default=2, ge=1, le=64)
 
+    # the learning loop (docs/learning-loop.md): exploration sends this share of the uncertain or
+    # unfamiliar "final" first failures async to learn their outcome (never one with p < the floor).
+    # Off by default: with it on, some failures the model calls final answer ASYNC_PROCESSING, which a
+    # platform must opt into (0.02 is the recommended production value).
+    exploration_rate: float = Field(default=0.0, ge=0, le=1)
+    exploration_min_probability: float = Field(default=0.05, ge=0, le=1)
+    exploration_floor_probability: float = Field(default=0.01, ge=0, le=1)
+    # hot reload: poll <model_dir>/ACTIVE every this many seconds (0: only POST /admin/model/reload)
+    model_watch_s: float = Field(default=5.0, ge=0)
+    # shadow scoring: a registry version or an artifact folder scored alongside the serving model
+    shadow_model: str | None = None
+    # drift: sliding window, minimum evidence, and the thresholds that raise an alert
+    drift_window_s: float = Field(default=3600.0, gt=0)
+    drift_min_failures: int = Field(default=30, ge=1)
+    drift_unseen_ngram_cutoff: float = Field(default=0.5, ge=0, le=1)
+    drift_max_unseen_message_share: float = Field(default=0.2, ge=0, le=1)
+    drift_max_unseen_code_share: float = Field(default=0.2, ge=0, le=1)
+    drift_max_async_rate_delta: float = Field(default=0.25, ge=0, le=1)
+    drift_max_calibration_error: float = Field(default=0.15, ge=0, le=1)
+    drift_min_outcomes: int = Field(default=50, ge=1)
+    drift_calibration_window_s: float = Field(default=7 * 86_400.0, gt=0)
+    drift_calibration_refresh_s: float = Field(default=300.0, gt=0)
+
     log_level: str = "INFO"
 
     @model_validator(mode="after")
     def _retry_cap(self) -> Settings:
         if self.retry_max_s < self.retry_base_s:
             raise ValueError(f"retry_max_s ({self.retry_max_s}) must be >= retry_base_s ({self.retry_base_s})")
+        if self.breaker_failures > self.breaker_window:
+            raise ValueError(
+                f"breaker_failures ({self.breaker_failures}) must be <= breaker_window ({self.breaker_window})"
+            )
         return self
 
     @property

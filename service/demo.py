@@ -60,11 +60,17 @@ def _wait_ready(url: str, child: _Child, timeout_s: float = 120.0) -> None:
     raise RuntimeError(f"{child.name} not ready at {url} after {timeout_s:.0f}s")
 
 
-def run_demo(*, orders: int, scenario: str, model_dir: Path, timeout_s: float, seed: int) -> int:
-    """Runs the demo; returns 0 when every order ended and nothing was completed twice."""
+def run_demo(
+    *, orders: int, scenario: str, model_dir: Path, timeout_s: float, seed: int, work_dir: Path | None = None
+) -> int:
+    """Runs the demo; returns 0 when every order ended and nothing was completed twice.
+
+    Its state (the SQLite file `demo.db`, logs) goes to `work_dir`, or a new temporary folder.
+    """
     console = Console()
     rng = random.Random(seed)
-    work = Path(tempfile.mkdtemp(prefix="asyncgate-demo-"))
+    work = work_dir or Path(tempfile.mkdtemp(prefix="asyncgate-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
     sim_port, api_port = _free_port(), _free_port()
     insurers = work / "insurers.toml"
     insurers.write_text(f'[insurers.demo_life]\nbase_url = "http://127.0.0.1:{sim_port}"\ntimeout_s = 1.5\n')

@@ -1,7 +1,8 @@
 """Structured JSON logs on stderr, one object per line, with personal data masked.
 
-Every record about an order carries `order_id` and `insurer` (passed as `extra=`); the message and
-every string field go through `mask_personal_data`, so ID numbers, phones and names never reach logs.
+Every record about an order carries `order_id` and `insurer` (passed as `extra=`); the message, the
+traceback and every string in the extra fields (also inside dicts and lists) go through
+`mask_personal_data`, so ID numbers, phones, cards, e-mails and names never reach logs.
 """
 
 from __future__ import annotations
@@ -28,10 +29,21 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = mask_personal_data(value) if isinstance(value, str) else value
+                entry[key] = _masked(value)
         if record.exc_info:
             entry["exc"] = mask_personal_data(self.formatException(record.exc_info))
-        return orjson.dumps(entry, default=str).decode()
+        return orjson.dumps(entry, default=lambda other: mask_personal_data(str(other))).decode()
+
+
+def _masked(value: Any) -> Any:
+    """`value` with every string in it masked, through dicts, lists and tuples (keys too)."""
+    if isinstance(value, str):
+        return mask_personal_data(value)
+    if isinstance(value, dict):
+        return {_masked(k) if isinstance(k, str) else k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return value
 
 
 def configure_logging(level: str = "INFO") -> None:

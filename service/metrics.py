@@ -1,8 +1,9 @@
 """Prometheus metrics of one process, on its own CollectorRegistry (no global state between apps).
 
 Request latency per route, classifications by verdict and category, orders by state (read from the
-store at scrape time), re-execution outcomes, insurer call latency and outcomes per insurer, and the
-model version as an info-style gauge.
+store at scrape time), re-execution outcomes, insurer call latency and outcomes per insurer, circuit
+breaker states and short-circuited calls per insurer, retry-budget deferrals, and the model version
+as an info-style gauge.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._order_states: _OrderStates | None = None
         r = self.registry
         self.requests = Histogram(
             "asyncgate_http_request_seconds",
@@ -77,9 +79,34 @@ class Metrics:
             "asyncgate_idempotent_replays_total", "Repeated /process answered from the store", registry=r
         )
         self.model_info = Gauge("asyncgate_model_info", "The model that serves (value 1)", ["version"], registry=r)
+        self.circuit_state = Gauge(
+            "asyncgate_insurer_circuit_state",
+            "Circuit breaker per insurer: 0 closed, 1 half-open, 2 open",
+            ["insurer"],
+            registry=r,
+        )
+        self.circuit_changes = Counter(
+            "asyncgate_insurer_circuit_changes_total", "Circuit breaker state changes", ["insurer", "state"], registry=r
+        )
+        self.short_circuited = Counter(
+            "asyncgate_insurer_short_circuited_total",
+            "Calls not made because the insurer's circuit was open",
+            ["insurer", "actor"],
+            registry=r,
+        )
+        self.budget_deferred = Counter(
+            "asyncgate_retry_budget_deferred_total",
+            "Re-executions put back because the insurer's retry budget was spent",
+            ["insurer"],
+            registry=r,
+        )
 
     def watch_orders(self, counts: Callable[[], dict[str, int]]) -> None:
-        self.registry.register(_OrderStates(counts))
+        """Report orders by state from `counts` (a restarted lifespan replaces the previous source)."""
+        if self._order_states is not None:
+            self.registry.unregister(self._order_states)
+        self._order_states = _OrderStates(counts)
+        self.registry.register(self._order_states)
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()
@@ -98,6 +125,10 @@ class Metrics:
 
     def transition(self, state: str, actor: str) -> None:
         self.transitions.labels(state=state, actor="api" if actor.startswith("api") else "worker").inc()
+
+    def circuit(self, insurer: str, state: str, value: int) -> None:
+        self.circuit_state.labels(insurer=insurer).set(value)
+        self.circuit_changes.labels(insurer=insurer, state=state).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

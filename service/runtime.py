@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import anyio.to_thread
 import httpx
 
+from service.breaker import BreakerPolicy
 from service.config import Settings
 from service.gateway import InsurerGateway, InsurerRegistry, load_insurers, make_http_client
+from service.lifecycle import Learning, open_learning
 from service.metrics import Metrics
 from service.processing import OrderProcessor
 from service.retry import RetryPolicy
@@ -32,6 +34,7 @@ class Runtime:
     gateway: InsurerGateway
     metrics: Metrics
     processor: OrderProcessor
+    learning: Learning | None = None  # hot reload, drift, shadow scoring, exploration (service/lifecycle.py)
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -40,6 +43,15 @@ def retry_policy(settings: Settings) -> RetryPolicy:
         max_s=settings.retry_max_s,
         max_attempts=settings.retry_max_attempts,
         max_age_s=settings.retry_max_age_s,
+    )
+
+
+def breaker_policy(settings: Settings) -> BreakerPolicy:
+    return BreakerPolicy(
+        window=settings.breaker_window,
+        failures=settings.breaker_failures,
+        cooldown_s=settings.breaker_cooldown_s,
+        probes=settings.breaker_probes,
     )
 
 
@@ -76,7 +88,9 @@ async def open_runtime(
         metrics.set_model(serving.version)
         own_client = http_client is None
         client = http_client or make_http_client(max_connections=settings.http_max_connections)
+        stack = AsyncExitStack()
         try:
+            learning = await stack.enter_async_context(open_learning(settings, store, holder, metrics))
             gateway = InsurerGateway(registry, client)
             processor = OrderProcessor(
                 store,
@@ -87,9 +101,12 @@ async def open_runtime(
                 lease_s=settings.lease_s,
                 max_payload_bytes=settings.max_payload_bytes,
                 rng=random.Random(),
+                breaker_policy=breaker_policy(settings),
+                watch=learning.watch,
             )
-            yield Runtime(settings, store, holder, gateway, metrics, processor)
+            yield Runtime(settings, store, holder, gateway, metrics, processor, learning)
         finally:
+            await stack.aclose()
             if own_client:
                 await client.aclose()
     finally:

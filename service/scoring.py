@@ -26,6 +26,8 @@ class Verdict:
     category: str | None
     model_version: str
     explanation: list[dict[str, Any]]
+    #: Set by the learning loop (service/learning.py) on a final verdict kept async to learn its outcome.
+    exploration: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -5,6 +5,12 @@ Shutdown (SIGTERM/SIGINT sets `stop`): no new claims; orders already running fin
 bounded by its insurer's timeout); orders claimed but not started are released at once, so another
 worker can take them without waiting for the lease. A worker that is killed outright loses nothing:
 its leases expire and other workers take the orders over.
+
+Protecting insurers: orders of an insurer whose circuit breaker is open are not claimed (and a
+claimed one whose circuit opens meanwhile is put back untouched), and each re-execution takes a
+token of the insurer's retry budget (service/budget.py) first, in claim order, which is due order.
+An insurer whose budget is spent for longer than `max_budget_wait_s` is left out of the next
+claims, so its backlog stays in the table, in due order, instead of in this worker's memory.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.to_thread
 
-from service.processing import OrderProcessor, utcnow
+from service.budget import RetryBudget
+from service.processing import CircuitOpen, OrderProcessor, utcnow
 from service.store import LeaseLost, OrderRecord, OrderStore, StoreUnavailable
 
 log = logging.getLogger("asyncgate.worker")
@@ -34,6 +41,7 @@ class WorkerStats:
     finished: int = 0
     released: int = 0
     errors: int = 0
+    deferred: int = 0  # put back untouched: circuit open or retry budget spent
     by_state: dict[str, int] = field(default_factory=dict)
 
 
@@ -48,6 +56,7 @@ class Worker:
         concurrency: int = 16,
         lease_s: float = 60.0,
         poll_s: float = 1.0,
+        budget: RetryBudget | None = None,
     ):
         self.processor = processor
         self.store = store
@@ -56,19 +65,28 @@ class Worker:
         self.concurrency = concurrency
         self.lease_s = lease_s
         self.poll_s = poll_s
+        self.budget = budget or RetryBudget(0.0, 1)
+        #: the longest a claimed order may wait for its budget token: well inside its lease
+        self.max_budget_wait_s = lease_s / 4
         self.stats = WorkerStats()
+        self._seen: set[int] = set()  # with --once: the orders this run has handled
+
+    def _excluded(self) -> set[str]:
+        """Insurers not to claim for now: circuit open, or retry budget spent for longer than a wait."""
+        blocked = self.processor.breakers.blocked()
+        return blocked | self.budget.exhausted(self.budget.known() - blocked, max_wait_s=self.max_budget_wait_s)
 
     async def run(self, *, once: bool = False, stop: anyio.Event | None = None) -> WorkerStats:
         """Work until `stop` is set; with `once`, until nothing is due (each order at most once)."""
         stop = stop or anyio.Event()
-        seen: set[int] = set()
+        self._seen.clear()
+        seen = self._seen
         limiter = anyio.Semaphore(self.concurrency)
         log.info("worker %s started", self.worker_id, extra={"worker": self.worker_id, "once": once})
         while not stop.is_set():
+            excluded = self._excluded()
             try:
-                claimed = await anyio.to_thread.run_sync(
-                    lambda: self.store.claim_due(self.worker_id, batch=self.batch, lease_s=self.lease_s, now=utcnow())
-                )
+                claimed = await anyio.to_thread.run_sync(self._claim, excluded)
             except StoreUnavailable as exc:
                 log.warning("claim failed, database unavailable: %s", exc, extra={"worker": self.worker_id})
                 if once:
@@ -83,9 +101,10 @@ class Worker:
                         await self._release(order)
                 seen.update(o.pk for o in fresh)
             if not fresh:
-                if once:
-                    break
-                await self._pause(stop)
+                budget_waits = [self.budget.wait_s(name) for name in excluded - self.processor.breakers.blocked()]
+                if once and not budget_waits:
+                    break  # with --once, orders held back by an open circuit stay for the next run
+                await self._pause(stop, min(budget_waits, default=self.poll_s))
                 continue
             self.stats.claimed += len(fresh)
             async with anyio.create_task_group() as group:
@@ -104,18 +123,40 @@ class Worker:
         )
         return self.stats
 
-    async def _pause(self, stop: anyio.Event) -> None:
-        with anyio.move_on_after(self.poll_s):
+    def _claim(self, excluded: set[str]) -> list[OrderRecord]:
+        return self.store.claim_due(
+            self.worker_id, batch=self.batch, lease_s=self.lease_s, now=utcnow(), exclude_insurers=excluded
+        )
+
+    async def _pause(self, stop: anyio.Event, seconds: float | None = None) -> None:
+        with anyio.move_on_after(self.poll_s if seconds is None else max(0.01, min(seconds, self.poll_s))):
             await stop.wait()
 
-    async def _release(self, order: OrderRecord) -> None:
+    async def _defer(self, order: OrderRecord) -> None:
+        """Put the order back untouched (still due, same due time): a later claim takes it."""
+        self._seen.discard(order.pk)
+        await self._release(order, deferred=True)
+
+    async def _release(self, order: OrderRecord, *, deferred: bool = False) -> None:
         try:
             await anyio.to_thread.run_sync(lambda: self.store.release(order.pk, self.worker_id))
-            self.stats.released += 1
+            if deferred:
+                self.stats.deferred += 1
+            else:
+                self.stats.released += 1
         except StoreUnavailable as exc:
             log.warning("release failed (the lease will expire): %s", exc, extra={"order_id": order.order_id})
 
     async def _handle(self, order: OrderRecord, limiter: anyio.Semaphore, stop: anyio.Event) -> None:
+        # the token is taken before the limiter, so tokens go out in claim (due) order
+        wait = self.budget.reserve(order.insurer, max_wait_s=self.max_budget_wait_s)
+        if wait is None:
+            self.processor.metrics.budget_deferred.labels(insurer=order.insurer).inc()
+            await self._defer(order)
+            return
+        if wait > 0:
+            with anyio.move_on_after(wait):
+                await stop.wait()
         async with limiter:
             if stop.is_set():
                 await self._release(order)
@@ -123,6 +164,9 @@ class Worker:
             context = {"order_id": order.order_id, "insurer": order.insurer, "worker": self.worker_id}
             try:
                 done = await self.processor.reexecute(order, actor=self.worker_id)
+            except CircuitOpen:
+                await self._defer(order)
+                return
             except LeaseLost:
                 log.warning("lease lost; another worker owns the order now", extra=context)
                 self.stats.errors += 1

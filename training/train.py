@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from model.artifact import new_version, save_artifact, sha256_file
+from model.profile import PROFILE_KEY, data_profile
 from model.registry import activate, active_version
 from model.schema import LABEL_COLUMN
 from training.evaluate import fit_classifier, score_frame
@@ -49,6 +50,7 @@ def data_provenance(paths: Sequence[Path], frame: pd.DataFrame) -> dict[str, Any
         "async_share": round(float(frame[LABEL_COLUMN].mean()), 4),
         "insurers": int(frame["insurer"].nunique()),
         "sources": sources,
+        PROFILE_KEY: data_profile(frame),  # per-insurer async rate and codes, for drift monitoring
     }
 
 

@@ -1,4 +1,7 @@
-"""Typed dependencies: what a route needs, taken from app.state (set up in the lifespan)."""
+"""Typed dependencies: what a route needs, taken from app.state (set up in the lifespan).
+
+All are `async def`: FastAPI runs a plain `def` dependency in its thread pool, two thread hops per
+request that cost /classify more than scoring itself (bench/http_classify.py)."""
 
 from __future__ import annotations
 
@@ -7,33 +10,44 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.config import Settings
+from service.lifecycle import Learning
 from service.metrics import Metrics
 from service.processing import OrderProcessor
 from service.scoring import ModelHolder
 from service.store import OrderStore
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> OrderStore:
+async def get_store(request: Request) -> OrderStore:
     store: OrderStore = request.app.state.store
     return store
 
 
-def get_models(request: Request) -> ModelHolder:
+async def get_models(request: Request) -> ModelHolder:
     models: ModelHolder = request.app.state.models
     return models
 
 
-def get_processor(request: Request) -> OrderProcessor:
+async def get_processor(request: Request) -> OrderProcessor:
     processor: OrderProcessor = request.app.state.processor
     return processor
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_learning(request: Request) -> Learning:
+    learning: Learning = request.app.state.learning
+    return learning
+
+
+async def require_admin() -> None:
+    """Placeholder for the admin-role check on /admin routes (enforced by the API-key middleware when
+    keys are configured, service/api/auth.py); the security work may make it a real dependency."""
+
+
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
@@ -43,3 +57,4 @@ StoreDep = Annotated[OrderStore, Depends(get_store)]
 ModelsDep = Annotated[ModelHolder, Depends(get_models)]
 ProcessorDep = Annotated[OrderProcessor, Depends(get_processor)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+LearningDep = Annotated[Learning, Depends(get_learning)]

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 
 import orjson
+from prometheus_client import Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -71,6 +72,8 @@ class Observe:
     def __init__(self, app: ASGIApp, *, metrics: Metrics):
         self.app = app
         self.metrics = metrics
+        # the histogram child per (method, route template, status): a small set, looked up per request
+        self._children: dict[tuple[str, str, str], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,6 +94,10 @@ class Observe:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(scope["method"], template, str(status)).observe(elapsed)
+            key = (scope["method"], template, str(status))
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self.metrics.requests.labels(*key)
+            child.observe(elapsed)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed * 1000)

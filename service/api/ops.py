@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.api.deps import MetricsDep, ModelsDep, StoreDep
+from service.api.deps import LearningDep, MetricsDep, ModelsDep, StoreDep
 from service.api.responses import JSONBytes
 from service.store import StoreUnavailable
 
@@ -23,8 +23,8 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "not ready: database unreachable or no model"}})
-async def readyz(store: StoreDep, models: ModelsDep) -> JSONBytes:
-    """Ready when the database answers and a model is loaded."""
+async def readyz(store: StoreDep, models: ModelsDep, learning: LearningDep) -> JSONBytes:
+    """Ready when the database answers and a model is loaded; `drift` reports alerts but never fails readiness."""
     checks: dict[str, Any] = {"model": {"ok": True, "version": models.current.version}}
     try:
         await anyio.to_thread.run_sync(store.ping)
@@ -32,6 +32,8 @@ async def readyz(store: StoreDep, models: ModelsDep) -> JSONBytes:
     except StoreUnavailable as exc:
         checks["database"] = {"ok": False, "error": str(exc)}
     ready = all(check["ok"] for check in checks.values())
+    drift = learning.drift_report(refresh=False)  # the cached calibration: no database read here
+    checks["drift"] = {"ok": True, "status": drift["status"], "alerts": [a["message"] for a in drift["alerts"]]}
     return JSONBytes({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse
 
 
-class JSONBytes(Response):
+class JSONBytes(JSONResponse):
+    """A JSONResponse (so the OpenAPI schema shows the route's response_model, not a string)."""
+
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:

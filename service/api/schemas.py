@@ -150,6 +150,7 @@ class FailureOut(BaseModel):
     model_version: str | None
     outcome: str | None = None
     explanation: list[Contribution] | None = None
+    exploration: bool = False  # a final verdict kept async to learn its outcome (docs/learning-loop.md)
 
 
 class ProcessResponse(BaseModel):
@@ -175,6 +176,7 @@ class AttemptOut(BaseModel):
     model_version: str | None
     explanation: list[Contribution] | None = None
     actor: str
+    exploration: bool = False  # a final verdict kept async to learn its outcome (docs/learning-loop.md)
 
 
 class TransitionOut(BaseModel):

@@ -28,6 +28,7 @@ def attempt_out(a: AttemptRecord) -> AttemptOut:
         model_version=a.model_version,
         explanation=a.explanation if isinstance(a.explanation, list) else None,
         actor=a.actor,
+        exploration=bool(a.exploration),
     )
 
 
@@ -62,11 +63,11 @@ def order_out(order: OrderRecord, transitions: list[TransitionRecord] | None = N
 
 
 def last_failure(order: OrderRecord) -> FailureOut | None:
-    """The latest failed or unknown call of an order that has not succeeded."""
+    """The latest failed, unknown or skipped (circuit open) call of an order that has not succeeded."""
     if order.state is OrderState.SUCCEEDED:
         return None
     for a in reversed(order.attempt_log or ()):
-        if a.kind == "call" and a.outcome in ("failure", "unknown"):
+        if (a.kind == "call" and a.outcome in ("failure", "unknown")) or a.kind == "skip":
             return FailureOut(
                 error_code=a.error_code,
                 error_message=a.error_message,
@@ -78,6 +79,7 @@ def last_failure(order: OrderRecord) -> FailureOut | None:
                 model_version=a.model_version,
                 outcome=a.outcome,
                 explanation=a.explanation if isinstance(a.explanation, list) else None,
+                exploration=bool(a.exploration),
             )
     return None
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
 
 from service.store.records import (
     AttemptRecord,
+    FirstFailure,
     NewAttempt,
     OrderRecord,
     attempt_from_row,
@@ -22,21 +25,32 @@ from service.store.records import (
 from service.store.tables import OrderState, attempts, orders, transitions
 
 
-def claim_statement(worker_id: str, *, batch: int, lease_until: dt.datetime, now: dt.datetime) -> sa.Update:
-    """The claim: lease up to `batch` due orders (oldest due first) to `worker_id`, returning them.
+def claim_statement(
+    worker_id: str,
+    *,
+    batch: int,
+    lease_until: dt.datetime,
+    now: dt.datetime,
+    exclude_insurers: Collection[str] = (),
+) -> sa.Update:
+    """The claim: lease up to `batch` due orders (oldest due first) to `worker_id`, returning them;
+    orders of `exclude_insurers` (circuit open, retry budget spent) are left where they are.
 
     A materialized CTE with FOR UPDATE SKIP LOCKED on PostgreSQL, so concurrent claimers skip each
     other's rows and the LIMIT is applied once (on SQLite, BEGIN IMMEDIATE serialises claimers and
     the locking clause is not rendered). The state is rendered as a literal so that PostgreSQL can
     match the partial index `ix_orders_due` even with a cached generic plan.
     """
+    conditions = [
+        orders.c.state == sa.literal(OrderState.ASYNC_PROCESSING.value, literal_execute=True),
+        orders.c.next_attempt_at <= now,
+        sa.or_(orders.c.lease_until.is_(None), orders.c.lease_until < now),
+    ]
+    if exclude_insurers:
+        conditions.append(orders.c.insurer.not_in(sorted(exclude_insurers)))
     due = (
         sa.select(orders.c.id)
-        .where(
-            orders.c.state == sa.literal(OrderState.ASYNC_PROCESSING.value, literal_execute=True),
-            orders.c.next_attempt_at <= now,
-            sa.or_(orders.c.lease_until.is_(None), orders.c.lease_until < now),
-        )
+        .where(*conditions)
         .order_by(orders.c.next_attempt_at)
         .limit(batch)
         .with_for_update(skip_locked=True)
@@ -48,6 +62,58 @@ def claim_statement(worker_id: str, *, batch: int, lease_until: dt.datetime, now
         .where(orders.c.id.in_(sa.select(due.c.id)))
         .values(lease_owner=worker_id, lease_until=lease_until)
         .returning(*orders.c)
+    )
+
+
+def first_failures_statement(*, since: dt.datetime | None, after_pk: int, limit: int) -> sa.Select[Any]:
+    """Orders (pk > after_pk, by pk) with their first failed or unknown call at or after `since`,
+    the attempt's columns and the number of calls and attempts made after it."""
+    failed_calls = sa.and_(attempts.c.kind == "call", attempts.c.outcome.in_(("failure", "unknown")))
+    first = (
+        sa.select(attempts.c.order_pk, sa.func.min(attempts.c.id).label("attempt_id"))
+        .where(failed_calls, attempts.c.order_pk > after_pk)
+        .group_by(attempts.c.order_pk)
+        .subquery("first_failure")
+    )
+    later = attempts.alias("later")
+    after_first = sa.and_(later.c.order_pk == first.c.order_pk, later.c.id > first.c.attempt_id)
+    later_calls = sa.select(sa.func.count()).where(after_first, later.c.kind == "call").scalar_subquery()
+    later_attempts = sa.select(sa.func.count()).where(after_first).scalar_subquery()
+    statement = (
+        sa.select(
+            *attempts.c,
+            orders.c.order_id,
+            orders.c.insurer,
+            orders.c.operation,
+            orders.c.state.label("order_state"),
+            orders.c.created_at,
+            orders.c.updated_at,
+            later_calls.label("later_calls"),
+            later_attempts.label("later_attempts"),
+        )
+        .select_from(
+            first.join(attempts, attempts.c.id == first.c.attempt_id).join(orders, orders.c.id == first.c.order_pk)
+        )
+        .order_by(first.c.order_pk)
+        .limit(limit)
+    )
+    if since is not None:
+        statement = statement.where(attempts.c.at >= since)
+    return statement
+
+
+def first_failure_from_row(row: RowMapping) -> FirstFailure:
+    return FirstFailure(
+        order_pk=row["order_pk"],
+        order_id=row["order_id"],
+        insurer=row["insurer"],
+        operation=row["operation"],
+        state=OrderState(row["order_state"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        attempt=attempt_from_row(row),
+        later_calls=int(row["later_calls"]),
+        later_attempts=int(row["later_attempts"]),
     )
 
 
@@ -81,8 +147,12 @@ def attempt_logs(conn: sa.Connection, order_pks: Sequence[int]) -> dict[int, tup
 def insert_attempt(
     conn: sa.Connection, order_pk: int, attempt: NewAttempt, *, actor: str, now: dt.datetime
 ) -> AttemptRecord:
-    """Add one attempt row to the order."""
-    values = dataclasses.asdict(attempt) | {"order_pk": order_pk, "at": now, "actor": actor}
+    """Add one attempt row to the order. NUL characters in its texts (an insurer may send them; PostgreSQL
+    text cannot hold them) become U+FFFD, on both dialects."""
+    fields = {
+        k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in dataclasses.asdict(attempt).items()
+    }
+    values = fields | {"order_pk": order_pk, "at": now, "actor": actor}
     row = conn.execute(sa.insert(attempts).values(values).returning(*attempts.c)).mappings().one()
     return attempt_from_row(row)
 

@@ -18,9 +18,10 @@ from sqlalchemy.engine import RowMapping
 from service.store.errors import InvalidCursor
 from service.store.tables import OrderState
 
-AttemptKind = Literal["call", "query"]
-#: success/failure/unknown for calls; completed/not_found for queries.
-AttemptOutcome = Literal["success", "failure", "unknown", "completed", "not_found"]
+#: "skip": a call not made because the insurer's circuit breaker was open (outcome "skipped").
+AttemptKind = Literal["call", "query", "skip"]
+#: success/failure/unknown for calls; completed/not_found for queries; skipped for skips.
+AttemptOutcome = Literal["success", "failure", "unknown", "completed", "not_found", "skipped"]
 #: The order-level summary of its last call or query.
 LastOutcome = Literal["success", "failure", "unknown"]
 
@@ -40,6 +41,7 @@ class NewAttempt:
     category: str | None = None
     model_version: str | None = None
     explanation: Any = None
+    exploration: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class AttemptRecord:
     model_version: str | None
     explanation: Any
     actor: str
+    exploration: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,26 @@ class OrderRecord:
     created_at: dt.datetime
     updated_at: dt.datetime
     attempt_log: tuple[AttemptRecord, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FirstFailure:
+    """An order's first failed (or unknown) call, with what became of the order since (the learning loop's row).
+
+    `later_calls` counts the calls made after that failure (re-executions); `later_attempts` counts
+    calls and status queries.
+    """
+
+    order_pk: int
+    order_id: str
+    insurer: str
+    operation: str
+    state: OrderState
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    attempt: AttemptRecord
+    later_calls: int
+    later_attempts: int
 
 
 def order_from_row(row: RowMapping, attempt_log: tuple[AttemptRecord, ...] | None = None) -> OrderRecord:
@@ -142,6 +165,7 @@ def attempt_from_row(row: RowMapping) -> AttemptRecord:
         model_version=row["model_version"],
         explanation=row["explanation"],
         actor=row["actor"],
+        exploration=row["exploration"],
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -27,8 +27,10 @@ from service.store.errors import (
     OrderNotFound,
     StoreUnavailable,
 )
+from service.store.insights import ConsoleReads
 from service.store.records import (
     AttemptRecord,
+    FirstFailure,
     LastOutcome,
     NewAttempt,
     OrderRecord,
@@ -51,7 +53,7 @@ _LAST_OUTCOME: Final[dict[str, LastOutcome]] = {
 _UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
 
 
-class OrderStore:
+class OrderStore(ConsoleReads):
     """The durable order store on one Engine (SQLite or PostgreSQL), safe to share between threads."""
 
     def __init__(self, engine: sa.Engine) -> None:
@@ -208,16 +210,29 @@ class OrderStore:
 
     # -- the worker ---------------------------------------------------------------------------------
 
-    def claim_due(self, worker_id: str, *, batch: int, lease_s: float, now: dt.datetime) -> list[OrderRecord]:
+    def claim_due(
+        self,
+        worker_id: str,
+        *,
+        batch: int,
+        lease_s: float,
+        now: dt.datetime,
+        exclude_insurers: Collection[str] = (),
+    ) -> list[OrderRecord]:
         """Lease up to `batch` due ASYNC_PROCESSING orders to `worker_id` until now+lease_s, oldest due first.
 
         Due: next_attempt_at <= now and no lease, or an expired one (lease_until < now). Concurrent
-        claimers never get the same order. `attempts` is not changed here (it counts calls).
+        claimers never get the same order. `attempts` is not changed here (it counts calls). Orders
+        of `exclude_insurers` are not claimed.
         """
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
         statement = queries.claim_statement(
-            worker_id, batch=batch, lease_until=now + dt.timedelta(seconds=lease_s), now=now
+            worker_id,
+            batch=batch,
+            lease_until=now + dt.timedelta(seconds=lease_s),
+            now=now,
+            exclude_insurers=exclude_insurers,
         )
         with self._transaction() as conn:
             rows = conn.execute(statement).mappings().all()
@@ -348,6 +363,18 @@ class OrderStore:
             counts = {state.value: 0 for state in OrderState}
             counts.update((state, number) for state, number in rows)
             return counts
+
+    def first_failures(
+        self, *, since: dt.datetime | None = None, after_pk: int = 0, limit: int = 500
+    ) -> list[FirstFailure]:
+        """Up to `limit` orders with pk > `after_pk` (by pk) whose first failed or unknown call was at
+        or after `since`: that call, the order's state, and how many calls and attempts followed it.
+        Page through all of them by passing the last `order_pk` back as `after_pk`."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
+        statement = queries.first_failures_statement(since=since, after_pk=after_pk, limit=limit)
+        with self._transaction() as conn:
+            return [queries.first_failure_from_row(row) for row in conn.execute(statement).mappings()]
 
     def ping(self) -> None:
         """SELECT 1; raises StoreUnavailable when the database cannot be reached."""

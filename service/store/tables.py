@@ -88,6 +88,10 @@ sa.Index(
 sa.Index("ix_orders_state_due", orders.c.state, orders.c.next_attempt_at).ddl_if(dialect="sqlite")
 sa.Index("ix_orders_insurer_state", orders.c.insurer, orders.c.state)
 sa.Index("ix_orders_created", orders.c.created_at, orders.c.id)
+# The operations console (migration 0003): filtered newest-first pages and the failure window.
+sa.Index("ix_orders_state_created", orders.c.state, orders.c.created_at, orders.c.id)
+sa.Index("ix_orders_insurer_created", orders.c.insurer, orders.c.created_at, orders.c.id)
+sa.Index("ix_orders_updated", orders.c.updated_at)
 
 attempts = sa.Table(
     "attempts",
@@ -107,6 +111,8 @@ attempts = sa.Table(
     sa.Column("model_version", sa.String(128), nullable=True),
     sa.Column("explanation", NullableJSON, nullable=True),
     sa.Column("actor", sa.String(160), nullable=False),
+    # True when a failure the model called final was sent async to learn its outcome (exploration)
+    sa.Column("exploration", sa.Boolean(), nullable=True),
     sa.Index("ix_attempts_order_pk", "order_pk"),
 )
 

@@ -39,6 +39,7 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a child: ours without ASYNCGATE_* settings, unbuffered, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCGATE_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["ASYNCGATE_EXPLORATION_RATE"] = "0"  # final failures stay final unless a test asks for exploration
     env.update(extra or {})
     return env
 

@@ -13,10 +13,15 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from service.store import OrderStore, StoreUnavailable, create_db_engine, migrate, normalize_db_url
+from service.store.engine import alembic_config
 from service.store.tables import metadata, orders
 from tests.service.store.conftest import T0, count, reserve
+
+#: The latest migration: a migrated database records exactly this revision.
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 @pytest.mark.parametrize(
@@ -63,7 +68,7 @@ def test_migrate_twice_is_a_no_op(engine: sa.Engine, store: OrderStore) -> None:
     inspector = sa.inspect(engine)
     assert {"orders", "attempts", "transitions", "alembic_version"} <= set(inspector.get_table_names())
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
     assert count(engine, orders) == 1
     assert store.get("P1") is not None
 
@@ -139,7 +144,7 @@ def test_concurrent_migrate_on_postgresql(pg_url: str) -> None:
         thread.join(timeout=60)
     assert errors == []
     with engines[0].connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
     OrderStore(engines[0]).ping()
     for engine in engines:
         engine.dispose()
@@ -182,7 +187,7 @@ def test_concurrent_migrate_from_two_processes(db_url: str) -> None:
     assert [out for out, _ in outcomes] == ["migrated\n", "migrated\n"]
     engine = create_db_engine(db_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
     engine.dispose()
 
 

@@ -1,0 +1,51 @@
+"""Admin endpoints of the learning loop (admin role): model reload, drift, shadow disagreements.
+
+POST /admin/model/reload   load the registry's active version; 200 {"model_version"}, or 409 naming
+                           why it was refused (the old model keeps serving)
+GET  /admin/drift          drift figures and alerts (service/drift.py); ?refresh=true recomputes
+                           the calibration against outcomes now
+GET  /admin/shadow         the shadow model's version and its latest disagreements with the live one
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends
+
+from service.api.deps import LearningDep, require_admin
+from service.api.responses import JSONBytes
+from service.api.schemas import ModelReloaded
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+@router.post(
+    "/model/reload",
+    response_model=ModelReloaded,
+    responses={409: {"description": "the active version failed to load or its checks; the old model serves"}},
+)
+async def reload_model(learning: LearningDep) -> ModelReloaded:
+    """Load the registry's active version and make it serve, without dropping a request."""
+    model = await learning.reloader.reload()
+    return ModelReloaded(model_version=model.version)
+
+
+@router.get("/drift")
+async def drift(learning: LearningDep, refresh: bool = False) -> JSONBytes:
+    """Unseen n-grams, unseen codes per insurer, async rate per insurer against training, calibration."""
+
+    report = await anyio.to_thread.run_sync(lambda: learning.drift_report(force=refresh))
+    return JSONBytes(report)
+
+
+@router.get("/shadow")
+async def shadow(learning: LearningDep) -> dict[str, Any]:
+    """The shadow model (if any) and its latest disagreements with the serving model."""
+    candidate = learning.shadow.candidate
+    return {
+        "serving": learning.holder.current.version,
+        "shadow": None if candidate is None else candidate.version,
+        "recent_disagreements": learning.shadow.recent(),
+    }

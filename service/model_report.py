@@ -1,0 +1,167 @@
+"""Live decisions against outcomes, per model version; candidates re-scored on the same labelled failures.
+
+    report = model_report(first_failures, candidates={"2026-...": ServingModel, ...})
+
+For every model version that classified first failures: how many, what it decided (async, final,
+exploration, unknown outcome), what became of them (label 1 / 0 / pending / no outcome), the share of
+its async decisions that later succeeded, the share of explored "final" failures that succeeded
+after all, and the calibration of its probabilities on the labelled rows. Each candidate (e.g. the
+shadow model, or a freshly trained version) re-scores the labelled rows: agreement with the live
+decision, accuracy, recall, precision and the expected cost (a wrongly final failure costs
+`cost_ratio`, a wrongly async one 1). Labelled rows are mostly failures the live model sent async;
+docs/learning-loop.md explains why that flatters recall and how exploration reduces the bias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from service.outcomes import Outcome, decision_of, label_of
+from service.scoring import ServingModel
+from service.store import FirstFailure
+
+BINS: Final = 10
+COST_RATIO: Final = 5.0
+
+
+def calibration(pairs: Iterable[tuple[float, int]], bins: int = BINS) -> dict[str, Any]:
+    """Reliability of probabilities against 0/1 outcomes: equal-width bins and the expected calibration error."""
+    counts = [0] * bins
+    sums = [0.0] * bins
+    hits = [0] * bins
+    for probability, label in pairs:
+        index = min(int(probability * bins), bins - 1)
+        counts[index] += 1
+        sums[index] += probability
+        hits[index] += label
+    total = sum(counts)
+    table = []
+    ece = 0.0
+    for i, n in enumerate(counts):
+        if n == 0:
+            continue
+        mean, observed = sums[i] / n, hits[i] / n
+        ece += n / total * abs(mean - observed)
+        table.append(
+            {
+                "lo": i / bins,
+                "hi": (i + 1) / bins,
+                "n": n,
+                "mean_probability": round(mean, 4),
+                "observed_rate": round(observed, 4),
+            }
+        )
+    return {"outcomes": total, "ece": round(ece, 4) if total else None, "bins": table}
+
+
+def decision_quality(decisions: Iterable[tuple[bool, int]], cost_ratio: float = COST_RATIO) -> dict[str, Any]:
+    """Accuracy, recall and precision of async decisions against labels, and the expected cost per row."""
+    tp = fp = fn = tn = 0
+    for decided_async, label in decisions:
+        if decided_async:
+            tp, fp = tp + label, fp + (1 - label)
+        else:
+            fn, tn = fn + label, tn + (1 - label)
+    n = tp + fp + fn + tn
+    return {
+        "rows": n,
+        "accuracy": round((tp + tn) / n, 4) if n else None,
+        "recall": round(tp / (tp + fn), 4) if tp + fn else None,
+        "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+        "cost_per_row": round((cost_ratio * fn + fp) / n, 4) if n else None,
+    }
+
+
+def _version_entry(rows: list[FirstFailure]) -> dict[str, Any]:
+    decisions: dict[str, int] = {}
+    outcomes = {"1": 0, "0": 0, "pending": 0, "no_outcome": 0}
+    by_decision: dict[str, list[int]] = {}
+    pairs: list[tuple[float, int]] = []
+    live: list[tuple[bool, int]] = []
+    for row in rows:
+        decision = decision_of(row)
+        decisions[decision] = decisions.get(decision, 0) + 1
+        label = label_of(row)
+        if label is None:
+            outcomes["pending" if row.state.value == "ASYNC_PROCESSING" else "no_outcome"] += 1
+            continue
+        outcomes[str(label)] += 1
+        by_decision.setdefault(decision, []).append(label)
+        if row.attempt.probability is not None:
+            pairs.append((row.attempt.probability, label))
+        if row.attempt.async_eligible is not None:
+            live.append((row.attempt.async_eligible, label))
+
+    def share(decision: str) -> float | None:
+        labels = by_decision.get(decision, [])
+        return round(sum(labels) / len(labels), 4) if labels else None
+
+    return {
+        "first_failures": len(rows),
+        "decisions": dict(sorted(decisions.items())),
+        "outcomes": outcomes,
+        "async_later_succeeded": share("async"),
+        "exploration_later_succeeded": share("exploration"),
+        "live_decision": decision_quality(live),
+        "calibration": calibration(pairs),
+    }
+
+
+def candidate_entry(model: ServingModel, outcomes: list[Outcome]) -> dict[str, Any]:
+    """A model's decisions on the labelled first failures, against the labels and the live decisions."""
+    verdicts = model.classify_many([o.failure for o in outcomes])
+    agree = [
+        v.async_eligible == o.row.attempt.async_eligible
+        for v, o in zip(verdicts, outcomes, strict=True)
+        if o.row.attempt.async_eligible is not None
+    ]
+    return {
+        "version": model.version,
+        "rows": len(outcomes),
+        "agreement_with_live": round(sum(agree) / len(agree), 4) if agree else None,
+        "quality": decision_quality((v.async_eligible, o.label) for v, o in zip(verdicts, outcomes, strict=True)),
+        "calibration": calibration((v.probability, o.label) for v, o in zip(verdicts, outcomes, strict=True)),
+    }
+
+
+def model_report(rows: Iterable[FirstFailure], candidates: Mapping[str, ServingModel] | None = None) -> dict[str, Any]:
+    """Per serving version (live decisions and outcomes) and per candidate (re-scored labelled rows)."""
+    by_version: dict[str, list[FirstFailure]] = {}
+    outcomes: list[Outcome] = []
+    for row in rows:
+        by_version.setdefault(row.attempt.model_version or "(none)", []).append(row)
+        label = label_of(row)
+        if label is not None:
+            outcomes.append(Outcome(row, label))
+    return {
+        "labelled_rows": len(outcomes),
+        "versions": {version: _version_entry(found) for version, found in sorted(by_version.items())},
+        "candidates": {name: candidate_entry(model, outcomes) for name, model in (candidates or {}).items()},
+    }
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def render_report(report: Mapping[str, Any]) -> str:
+    """A plain-text summary of `model_report`'s result."""
+    lines = [f"labelled first failures: {report['labelled_rows']}", ""]
+    lines.append(f"{'served by':<34} {'failures':>8} {'async→ok':>9} {'explored→ok':>11} {'ECE':>6} {'cost':>6}")
+    for version, entry in report["versions"].items():
+        live = entry["live_decision"]
+        lines.append(
+            f"{version:<34} {entry['first_failures']:>8} {_fmt(entry['async_later_succeeded']):>9} "
+            f"{_fmt(entry['exploration_later_succeeded']):>11} {_fmt(entry['calibration']['ece']):>6} "
+            f"{_fmt(live['cost_per_row']):>6}"
+        )
+    if report["candidates"]:
+        lines += ["", f"{'re-scored by':<34} {'agree':>6} {'acc':>6} {'recall':>6} {'prec':>6} {'ECE':>6} {'cost':>6}"]
+        for name, entry in report["candidates"].items():
+            q = entry["quality"]
+            lines.append(
+                f"{name:<34} {_fmt(entry['agreement_with_live']):>6} {_fmt(q['accuracy']):>6} {_fmt(q['recall']):>6} "
+                f"{_fmt(q['precision']):>6} {_fmt(entry['calibration']['ece']):>6} {_fmt(q['cost_per_row']):>6}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""Limits hold at every edge and are refused with 4xx, never a 500: nesting bombs, oversized batches,
+strings and bodies, on /classify, /classify/batch and /process, with API keys on too."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.service.conftest import Service
+
+WRITE_KEY = "limits-write-key-0123456789"
+AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
+FAILURE = {"insurer": "acme", "operation": "pay", "error_message": "系统繁忙"}
+
+
+@pytest.fixture
+def keyed(start_service: Callable[..., Service]) -> Service:
+    return start_service(api_keys=f"{WRITE_KEY}:write")
+
+
+@pytest.mark.parametrize("path", ["/classify", "/classify/batch", "/process"])
+def test_a_nesting_bomb_is_a_400(keyed: Service, path: str) -> None:
+    depth = 50_000  # deeper than Python's recursion limit: the JSON parser gives up, FastAPI answers 400
+    body = '{"bomb": ' + "[" * depth + "]" * depth + "}"
+    answer = keyed.client.post(path, content=body.encode(), headers={**AUTH, "content-type": "application/json"})
+    assert answer.status_code == 400
+    assert answer.json() == {"detail": "There was an error parsing the body"}
+
+
+def test_batch_sizes(keyed: Service) -> None:
+    assert keyed.client.post("/classify/batch", json={"items": []}, headers=AUTH).status_code == 422
+    assert keyed.client.post("/classify/batch", json={"items": [FAILURE] * 10_001}, headers=AUTH).status_code == 422
+    assert keyed.client.post("/classify/batch", json={"items": [FAILURE] * 10_000}, headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("field", "size", "status"),
+    [("error_message", 65_537, 422), ("insurer", 129, 422), ("operation", 65, 422), ("error_code", 257, 422)],
+)
+def test_string_lengths(keyed: Service, field: str, size: int, status: int) -> None:
+    answer = keyed.client.post("/classify", json={**FAILURE, field: "x" * size}, headers=AUTH)
+    assert answer.status_code == status
+    assert answer.json()["detail"][0]["loc"] == ["body", field]
+
+
+def test_bodies_over_the_route_limit_are_413_before_parsing(keyed: Service) -> None:
+    big = b'{"error_message": "' + b"x" * (600 * 1024) + b'"}'
+    answer = keyed.client.post("/classify", content=big, headers={**AUTH, "content-type": "application/json"})
+    assert answer.status_code == 413
+    unauthenticated = keyed.client.post("/classify", content=big, headers={"content-type": "application/json"})
+    assert unauthenticated.status_code == 401, "the key is checked first: an anonymous body is never read"
+
+
+def test_payload_depth_and_size(keyed: Service) -> None:
+    nested: dict[str, object] = {}
+    inner = nested
+    for _ in range(33):
+        inner["a"] = {}
+        inner = inner["a"]  # type: ignore[assignment]
+    order = {"order_id": "LIM-1", "insurer": "acme", "operation": "pay"}
+    assert keyed.client.post("/process", json={**order, "payload": nested}, headers=AUTH).status_code == 422
+    big = {"blob": "x" * (70 * 1024)}
+    assert keyed.client.post("/process", json={**order, "payload": big}, headers=AUTH).status_code == 413
+    assert keyed.client.get("/orders/LIM-1", headers=AUTH).status_code == 404, "nothing was written"
