@@ -7,6 +7,9 @@
   through a DictVectorizer; distinct (insurer, operation, code, status) tuples are vectorized once.
 - latency: the fixed LATENCY_FEATURES block (missing flag, log latency, bins, whole-second flag),
   computed with numpy; `model.text.latency_features` is the same mapping for one failure.
+
+`fit_design` returns the training rows as those distinct parts plus row indexes (a RowDesign,
+model/design.py) for the classifier to fit on without materializing the matrix.
 """
 
 from __future__ import annotations
