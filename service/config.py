@@ -45,8 +45,9 @@ class Settings(BaseSettings):
 
     # per-insurer circuit breaker (per process): `breaker_failures` failed calls among the last
     # `breaker_window` open it for `breaker_cooldown_s`; then `breaker_probes` calls at a time probe it
-    breaker_window: int = Field(default=20, ge=1, le=10_000)
-    breaker_failures: int = Field(default=10, ge=0)  # 0 disables the breaker
+    # defaults ask for a real outage (half of the last 100 calls), not a burst of ordinary failures
+    breaker_window: int = Field(default=100, ge=1, le=10_000)
+    breaker_failures: int = Field(default=50, ge=0)  # 0 disables the breaker
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
     breaker_probes: int = Field(default=1, ge=1)
 
