@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -129,6 +130,21 @@ def migrate(engine: sa.Engine) -> None:
     second process waits and then finds the schema at head; on SQLite `BEGIN IMMEDIATE` does the same.
     Within one process, calls are serialised by a lock (Alembic's proxies are global).
     """
+    deadline = time.monotonic() + MIGRATION_WAIT_MS / 1000
+    while True:
+        try:
+            _migrate_once(engine)
+            return
+        except StoreUnavailable as error:
+            # SQLite can refuse at once, without its busy handler, when two processes set up a new file
+            # together (journal mode switch, lock upgrade); the other process is migrating: try again.
+            locked = engine.dialect.name == "sqlite" and "database is locked" in str(error)
+            if not locked or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _migrate_once(engine: sa.Engine) -> None:
     config = alembic_config()
     try:
         with _MIGRATING, engine.connect() as connection:
