@@ -399,7 +399,7 @@ def simulate_insurer(
     scenario: Annotated[str, typer.Option(help="normal, flaky, slow, outage, throttle, fast, new-codes")] = "normal",
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    style: Annotated[str | None, typer.Option(help="partner style from data/vocab to word failures")] = None,
+    style: Annotated[str | None, typer.Option(help="partner style from synth/vocab to word failures")] = None,
     state_file: Annotated[Path | None, typer.Option(help="persist the ledger here (survives restarts)")] = None,
 ) -> None:
     """Run a simulated insurer speaking the insurer protocol (contract section 3)."""

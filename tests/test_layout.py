@@ -24,7 +24,20 @@ def _imports(package: str) -> dict[Path, set[str]]:
 
 def test_model_imports_nothing_of_ours():
     for path, names in _imports("model").items():
+        assert not names & {"training", "service", "synth"}, path
+
+
+def test_synth_builds_only_on_model():
+    for path, names in _imports("synth").items():
         assert not names & {"training", "service"}, path
+
+
+def test_only_training_and_the_simulator_use_the_synthetic_vocabulary():
+    """Serving (the API, the worker, the console) never loads the vocabulary: model/ is what it needs."""
+    for path, names in _imports("service").items():
+        if "simulator" in path.relative_to(ROOT / "service").parts:
+            continue
+        assert "synth" not in names, path
 
 
 def test_training_never_imports_service():

@@ -5,8 +5,8 @@ async_eligible), then ts (ISO-8601 UTC, rows sorted by it), category, template_i
 
 Sampling (numpy, vectorized): time fraction per row (sorted) → partner among those already live
 (`Partner.since`) by traffic weight → operation by the partner's operation mix → category by
-weight(kind, category) × factor(operation, category) from data/vocab/mix.toml. Rendering (a Python
-loop over `model.vocabulary.render_failure`) picks the template, code, status and latency. Then the
+weight(kind, category) × factor(operation, category) from synth/vocab/mix.toml. Rendering (a Python
+loop over `synth.vocabulary.render_failure`) picks the template, code, status and latency. Then the
 logging gaps: http_status dropped for `STATUS_DROP` of the rows that had one, latency for
 `LATENCY_DROP`, error_code for `CODE_DROP`; finally `LABEL_NOISE` of the labels are flipped (the
 category is kept, so the noise is measurable against schema.CATEGORIES).
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from model.schema import CATEGORIES, OPERATIONS, REQUIRED_COLUMNS
-from model.vocabulary import Partner, Vocabulary, load_vocabulary, render_failure
+from synth.vocabulary import Partner, Vocabulary, load_vocabulary, render_failure
 
 START: Final = datetime(2025, 1, 1, tzinfo=UTC)
 END: Final = datetime(2026, 11, 1, tzinfo=UTC)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from model.schema import CATEGORIES
-from model.vocabulary import Vocabulary, VocabularyError, load_vocabulary, render_failure
+from synth.vocabulary import Vocabulary, VocabularyError, load_vocabulary, render_failure
 
 Action = Literal["success", "failure", "page", "malformed", "hang", "complete_then_hang", "reset"]
 

@@ -24,8 +24,8 @@ import httpx
 import pytest
 
 from model.registry import active_version, list_versions
-from model.vocabulary import load_vocabulary
 from service.simulator.behaviour import default_style
+from synth.vocabulary import load_vocabulary
 from tests.integration.conftest import RunningProcess, Simulator, child_env, free_port, start_process
 from training.generate import generate_failures, write_failures_csv
 from training.train import train_artifact

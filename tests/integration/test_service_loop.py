@@ -30,8 +30,8 @@ from model.artifact import save_artifact
 from model.classifier import build_classifier
 from model.registry import activate
 from model.schema import CATEGORIES
-from model.vocabulary import load_vocabulary, render_failure
 from service.simulator.behaviour import default_style
+from synth.vocabulary import load_vocabulary, render_failure
 from tests.integration.conftest import CLEAN_EXIT, RunningProcess, Simulator, child_env, free_port, start_process
 from tests.integration.conftest import start_simulator as start_simulator_process
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from model.schema import CATEGORIES, OPERATIONS, REQUIRED_COLUMNS
-from model.vocabulary import load_vocabulary
+from synth.vocabulary import load_vocabulary
 from training.generate import COLUMNS, END, START, generate_failures, write_failures_csv
 
 ROWS = 20_000

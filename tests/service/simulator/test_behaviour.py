@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from model.schema import CATEGORIES
-from model.vocabulary import load_vocabulary
 from service.simulator.behaviour import (
     HANG_S,
     OUTAGE_UP_S,
@@ -21,6 +20,7 @@ from service.simulator.behaviour import (
     SimulatorConfigError,
     parse_script,
 )
+from synth.vocabulary import load_vocabulary
 
 
 class Clock:
@@ -151,10 +151,10 @@ def test_throttle_rejects_above_the_rate() -> None:
 
 
 def test_new_codes_words_failures_in_an_unusual_style(monkeypatch: pytest.MonkeyPatch) -> None:
-    import model.vocabulary
+    import synth.vocabulary
 
     styles: list[str] = []
-    real = model.vocabulary.render_failure
+    real = synth.vocabulary.render_failure
 
     def spy(vocab: Any, partner: str, *args: Any, **kwargs: Any) -> Any:
         styles.append(partner)

@@ -1,6 +1,6 @@
 """How a partner answers: error code from its scheme, body wrapping, HTTP status and latency of a failure.
 
-Helpers of `model.vocabulary.render_failure`; every function takes the random source explicitly so a
+Helpers of `synth.vocabulary.render_failure`; every function takes the random source explicitly so a
 seeded caller gets the same failure twice. Latency profiles (milliseconds, `t` = client timeout):
 
 - timeout: client exceptions at t·(1+|N(0, 0.4%)|) + Exp(15 ms); the partner's own timeout answers
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from model.vocabulary import Category, CodeScheme, Partner, Template
+    from synth.vocabulary import Category, CodeScheme, Partner, Template
 
 _LOGNORMAL: Final = {"instant": (5.0, 0.8), "fast": (45.0, 0.7), "moderate": (350.0, 0.9), "slow": (1800.0, 0.6)}
 LATENCY_PROFILES: Final = frozenset({*_LOGNORMAL, "timeout", "connect_timeout", "tls", "dns"})

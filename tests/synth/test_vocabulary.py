@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from model.schema import CATEGORIES
-from model.vocab_values import id_number
-from model.vocabulary import (
+from synth.values import id_number
+from synth.vocabulary import (
     PLACEHOLDER_RE,
     Vocabulary,
     VocabularyError,
@@ -40,8 +40,9 @@ def _positive_mix(vocab: Vocabulary) -> list[tuple[str, str]]:
     ]
 
 
-def test_default_dir_is_repo_data_vocab() -> None:
-    assert default_vocab_dir() == Path(__file__).resolve().parents[2] / "data" / "vocab"
+def test_default_dir_is_the_synth_package_data() -> None:
+    assert Path(str(default_vocab_dir())) == Path(__file__).resolve().parents[2] / "synth" / "vocab"
+    assert (default_vocab_dir() / "partners.toml").is_file()
 
 
 def test_categories_are_exactly_the_schema_ones_with_their_labels(vocab: Vocabulary) -> None:
@@ -217,7 +218,7 @@ def test_id_numbers_have_valid_check_characters() -> None:
 
 def _copy_vocab(tmp_path: Path) -> Path:
     target = tmp_path / "vocab"
-    shutil.copytree(default_vocab_dir(), target)
+    shutil.copytree(Path(str(default_vocab_dir())), target)
     return target
 
 

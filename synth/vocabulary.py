@@ -1,9 +1,11 @@
-"""The failure vocabulary (data/vocab/*.toml) and `render_failure`: one realistic failed call of a partner.
+"""The failure vocabulary (synth/vocab/*.toml) and `render_failure`: one realistic failed call of a partner.
 
-Shared by the synthetic history generator (training/) and the insurer simulator (service/). Files:
+Shared by the synthetic history generator (training/) and the insurer simulator (service/simulator/).
+The TOML files are package data of `synth` (read through importlib.resources, so an installed wheel
+finds them as a source checkout does). Files:
 
 - `categories/*.toml`: a `[category]` table (surface shares, latency profile, REST statuses) and
-  `[[templates]]` (message texts with `{placeholder}` fields, see `model.vocab_values`);
+  `[[templates]]` (message texts with `{placeholder}` fields, see `synth.values`);
 - `partners.toml`: `[partners.NAME]` styles (kind, channel, code scheme, languages, client stacks,
   body wrapping, status style, client timeout, `since`);
 - `codes.toml`: `[schemes.NAME]` code schemes: per category a list of codes (`"CODE@0.6"` appears
@@ -24,12 +26,14 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Final
 
-from model import vocab_body
 from model.schema import CATEGORIES
-from model.vocab_values import PLACEHOLDERS, fill
+from synth import body as vocab_body
+from synth.values import PLACEHOLDERS, fill
 
 SURFACES: Final = ("client", "insurer", "gateway")
 LANGUAGES: Final = ("zh", "en", "mixed")
@@ -137,9 +141,9 @@ class _Choices:
     by_surface: Mapping[str, tuple[tuple[float, ...], tuple[Template, ...], tuple[float, ...]]]
 
 
-def default_vocab_dir() -> Path:
-    """<repo>/data/vocab."""
-    return Path(__file__).resolve().parents[1] / "data" / "vocab"
+def default_vocab_dir() -> Traversable:
+    """The vocabulary shipped with asyncgate: the `vocab` folder of the `synth` package."""
+    return resources.files("synth") / "vocab"
 
 
 def detect_language(text: str) -> str:
@@ -151,13 +155,16 @@ def detect_language(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def load_vocabulary(path: Path | None = None) -> Vocabulary:
+def load_vocabulary(path: Path | Traversable | None = None) -> Vocabulary:
     """Read and check the vocabulary directory (default: `default_vocab_dir()`); cached per path."""
     root = path or default_vocab_dir()
     templates: dict[str, list[Template]] = {name: [] for name in CATEGORIES}
     meta: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
-    for file in sorted((root / "categories").glob("*.toml")):
+    category_files = [f for f in (root / "categories").iterdir() if f.name.endswith(".toml") and f.is_file()]
+    if not category_files:
+        raise VocabularyError(f"{root}: no categories/*.toml files")
+    for file in sorted(category_files, key=lambda f: f.name):
         data = tomllib.loads(file.read_text(encoding="utf-8"))
         table = data.get("category", {})
         file_category = table.get("name")
@@ -187,11 +194,11 @@ def load_vocabulary(path: Path | None = None) -> Vocabulary:
     schemes = _schemes(tomllib.loads((root / "codes.toml").read_text(encoding="utf-8")))
     partners = _partners(tomllib.loads((root / "partners.toml").read_text(encoding="utf-8")), schemes)
     mix_file = root / "mix.toml"
-    mix = tomllib.loads(mix_file.read_text(encoding="utf-8")) if mix_file.exists() else {}
+    mix = tomllib.loads(mix_file.read_text(encoding="utf-8")) if mix_file.is_file() else {}
     return Vocabulary(categories=categories, partners=partners, schemes=schemes, mix=mix)
 
 
-def _template(raw: Mapping[str, Any], category: str | None, file: Path) -> Template:
+def _template(raw: Mapping[str, Any], category: str | None, file: Traversable) -> Template:
     if category not in CATEGORIES:
         raise VocabularyError(f"{file.name}: template {raw.get('id')} has unknown category {category!r}")
     text = str(raw["text"])
