@@ -16,7 +16,14 @@ import orjson
 
 from model.privacy import mask_personal_data
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+#: Record attributes that are not fields of a line. uvicorn adds `color_message` (the message again, with
+#: terminal escape codes) to its records: `msg` already says it, cleanly.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

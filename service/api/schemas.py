@@ -105,6 +105,20 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def _non_finite_path(value: Any, path: str = "payload") -> str | None:
+    """The path of the first NaN or Infinity inside a JSON value (Python's JSON parser accepts them), or None."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return where
+        if isinstance(item, dict):
+            stack.extend((v, f"{where}.{k}") for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    return None
+
+
 class ProcessRequest(BaseModel):
     """An order's synchronous call to make through asyncgate."""
 
@@ -132,6 +146,9 @@ class ProcessRequest(BaseModel):
     def _bounded_depth(cls, payload: dict[str, Any]) -> dict[str, Any]:
         if _depth(payload, MAX_PAYLOAD_DEPTH) > MAX_PAYLOAD_DEPTH:
             raise ValueError(f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+        bad = _non_finite_path(payload)
+        if bad is not None:
+            raise ValueError(f"{bad} is NaN or Infinity, which JSON does not allow")
         return payload
 
 

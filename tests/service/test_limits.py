@@ -63,3 +63,29 @@ def test_payload_depth_and_size(keyed: Service) -> None:
     big = {"blob": "x" * (70 * 1024)}
     assert keyed.client.post("/process", json={**order, "payload": big}, headers=AUTH).status_code == 413
     assert keyed.client.get("/orders/LIM-1", headers=AUTH).status_code == 404, "nothing was written"
+
+
+_F = b'"insurer":"acme","operation":"pay","error_message":"m"'
+_ORDER = b'"insurer":"acme","operation":"pay"'
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "field"),
+    [
+        ("/classify", b"{" + _F + b',"latency_ms":NaN}', "latency_ms"),
+        ("/classify", b"{" + _F + b',"latency_ms":Infinity}', "latency_ms"),
+        ("/classify", b"{" + _F + b',"http_status":-Infinity}', "http_status"),
+        ("/classify/batch", b'{"items":[{' + _F + b',"latency_ms":NaN}]}', "items"),
+        ("/process", b'{"order_id":"NAN-1",' + _ORDER + b',"payload":{"amount":NaN}}', "payload"),
+        ("/process", b'{"order_id":"NAN-2",' + _ORDER + b',"payload":{"a":[1,Infinity]}}', "payload"),
+    ],
+)
+def test_nan_and_infinity_are_a_422_naming_the_field(keyed: Service, path: str, raw: bytes, field: str) -> None:
+    """Python's JSON parser accepts NaN and Infinity; they are no JSON numbers, and are refused by field."""
+    answer = keyed.client.post(path, content=raw, headers={**AUTH, "content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert any(field in error["loc"] for error in detail), detail
+    if path == "/process":
+        order_id = raw.split(b'"')[3].decode()
+        assert keyed.client.get(f"/orders/{order_id}", headers=AUTH).status_code == 404, "nothing was written"

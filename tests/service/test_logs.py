@@ -91,3 +91,15 @@ def test_formatter_masks_messages_extras_and_tracebacks() -> None:
     assert "ValueError" in entry["exc"]
     assert ID_NUMBER not in text
     assert PHONE not in text
+
+
+def test_uvicorn_records_give_one_clean_msg_without_terminal_escapes(json_logs: io.StringIO) -> None:
+    """uvicorn logs `Started server process [%d]` with `color_message` (the same text with ANSI escape
+    codes) in extra: the line keeps one clean `msg` and no escape code."""
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 42, extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"}
+    )
+    line = json.loads(json_logs.getvalue().strip().splitlines()[-1])
+    assert line["msg"] == "Started server process [42]"
+    assert "color_message" not in line
+    assert "\x1b" not in json_logs.getvalue()
