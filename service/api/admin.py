@@ -1,4 +1,5 @@
-"""Admin endpoints of the learning loop (admin role): model reload, drift, shadow disagreements.
+"""Admin endpoints of the learning loop (admin role, enforced by the API-key middleware in
+service/api/auth.py for every /admin path): model reload, drift, shadow disagreements.
 
 POST /admin/model/reload   load the registry's active version; 200 {"model_version"}, or 409 naming
                            why it was refused (the old model keeps serving)
@@ -12,13 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from service.api.deps import LearningDep, require_admin
+from service.api.deps import LearningDep
 from service.api.responses import JSONBytes
 from service.api.schemas import ModelReloaded
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 @router.post(

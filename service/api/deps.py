@@ -42,11 +42,6 @@ async def get_learning(request: Request) -> Learning:
     return learning
 
 
-async def require_admin() -> None:
-    """Placeholder for the admin-role check on /admin routes (enforced by the API-key middleware when
-    keys are configured, service/api/auth.py); the security work may make it a real dependency."""
-
-
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
