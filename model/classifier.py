@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from model.design import RowDesign, as_sklearn, fit_logistic
 from model.features import FailureFeatures
-from model.schema import CATEGORIES
+from model.schema import CATEGORIES, COST_RATIO
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "ngram_range": (1, 4),
@@ -39,7 +39,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "C": 8.0,
     "category_C": 8.0,
     "calibration_size": 0.2,
-    "cost_ratio": 5.0,
+    "cost_ratio": COST_RATIO,
     "category_max_rows": 60_000,
     "insurer_dropout": 0.2,
     "random_state": 0,
@@ -78,7 +78,7 @@ class FailureClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         C: float = 8.0,
         category_C: float = 8.0,
         calibration_size: float = 0.2,
-        cost_ratio: float = 5.0,
+        cost_ratio: float = COST_RATIO,
         category_max_rows: int = 60_000,
         insurer_dropout: float = 0.2,
         random_state: int = 0,

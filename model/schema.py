@@ -16,6 +16,10 @@ LABEL_COLUMN: Final = "async_eligible"
 CATEGORY_COLUMN: Final = "category"
 REQUIRED_COLUMNS: Final = (*FEATURE_COLUMNS, LABEL_COLUMN)
 
+#: What a wrong decision costs: a failure wrongly returned as final (a customer lost) costs this many
+#: times one wrongly held async (a needless re-execution). The threshold, the gate and the reports use it.
+COST_RATIO: Final = 5.0
+
 OPERATIONS: Final = (
     "underwrite",
     "pay",

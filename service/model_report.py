@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from model.schema import COST_RATIO
 from service.outcomes import Outcome, decision_of, label_of
 from service.scoring import ServingModel
 from service.store import FirstFailure
 
 BINS: Final = 10
-COST_RATIO: Final = 5.0
 
 
 def calibration(pairs: Iterable[tuple[float, int]], bins: int = BINS) -> dict[str, Any]:

@@ -42,15 +42,21 @@ EXTRA_COLUMNS: Final = (
 COLUMNS: Final = (*REQUIRED_COLUMNS, *EXTRA_COLUMNS)
 
 
-def label_of(row: FirstFailure) -> Label | None:
-    """1, 0, or None (pending, or never re-executed) by the rules in the module docstring."""
-    if row.state is OrderState.SUCCEEDED:
+def outcome_label(state: OrderState, later_calls: int) -> Label | None:
+    """The one outcome rule (module docstring): an order in `state` after `later_calls` calls made after
+    its first failure → 1, 0, or None (pending, or never re-executed)."""
+    if state is OrderState.SUCCEEDED:
         return 1
-    if row.state is OrderState.DEAD:
+    if state is OrderState.DEAD:
         return 0
-    if row.state is OrderState.FAILED and row.later_calls > 0:
+    if state is OrderState.FAILED and later_calls > 0:
         return 0
     return None
+
+
+def label_of(row: FirstFailure) -> Label | None:
+    """The label of an order's first failure (`outcome_label` of its state and later calls)."""
+    return outcome_label(row.state, row.later_calls)
 
 
 def decision_of(row: FirstFailure) -> str:

@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Final
 
 from model.text import normalize_message
+from service.outcomes import outcome_label
 from service.store import OrderState
 from service.store.insights import FailureObservation
 
@@ -126,13 +127,10 @@ class FailureGroup:
         return self.categories.most_common(1)[0][0] if self.categories else None
 
 
-def outcome_label(o: FailureObservation) -> int | None:
-    """1: SUCCEEDED later; 0: DEAD, or FAILED after more than one call; None: pending or never retried."""
-    if o.order_state is OrderState.SUCCEEDED:
-        return 1
-    if o.order_state is OrderState.DEAD or (o.order_state is OrderState.FAILED and o.order_attempts > 1):
-        return 0
-    return None
+def observed_label(o: FailureObservation) -> int | None:
+    """The learning loop's label (service.outcomes.outcome_label) of the order this failure belongs to:
+    1 SUCCEEDED later; 0 DEAD, or FAILED after more than one call; None pending or never retried."""
+    return outcome_label(o.order_state, o.order_attempts - 1)
 
 
 def group_failures(observations: Iterable[FailureObservation]) -> list[FailureGroup]:
@@ -150,7 +148,7 @@ def group_failures(observations: Iterable[FailureObservation]) -> list[FailureGr
         group.failures += 1
         group.insurers[o.insurer] += 1
         group.order_states[o.order_pk] = o.order_state
-        group.labels[o.order_pk] = outcome_label(o)
+        group.labels[o.order_pk] = observed_label(o)
         if o.async_eligible is not None:
             group.scored += 1
             group.async_votes += int(o.async_eligible)
@@ -201,7 +199,7 @@ class CalibrationBin:
 
 
 def live_calibration(observations: Sequence[FailureObservation], bins: int = 10) -> list[CalibrationBin]:
-    """Reliability of each labelled order's first-failure probability against its `outcome_label`."""
+    """Reliability of each labelled order's first-failure probability against its `observed_label`."""
     first: dict[int, FailureObservation] = {}
     for o in observations:  # newest first: the last one seen per order is its earliest failure
         if o.probability is not None:
@@ -210,7 +208,7 @@ def live_calibration(observations: Sequence[FailureObservation], bins: int = 10)
     predicted = [0.0] * bins
     hits = [0] * bins
     for o in first.values():
-        label = outcome_label(o)
+        label = observed_label(o)
         if label is None or o.probability is None:
             continue
         index = min(bins - 1, max(0, int(o.probability * bins)))

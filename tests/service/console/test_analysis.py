@@ -9,7 +9,7 @@ from model.text import normalize_message
 from service.api.auth import ApiKeys, Role
 from service.console.access import access_for
 from service.console.activity import ActivityCache
-from service.console.failures import group_failures, live_calibration, outcome_label, top_codes
+from service.console.failures import group_failures, live_calibration, observed_label, top_codes
 from service.console.views import activity_chart, card_facts, gate_metrics
 from service.store import OrderState
 from service.store.insights import ActivityBucket, FailureObservation
@@ -38,11 +38,11 @@ def obs(pk: int, message: str, state: OrderState, *, p: float = 0.9, calls: int 
 
 
 def test_outcome_labels_follow_the_learning_loop() -> None:
-    assert outcome_label(obs(1, "m", OrderState.SUCCEEDED)) == 1
-    assert outcome_label(obs(1, "m", OrderState.DEAD)) == 0
-    assert outcome_label(obs(1, "m", OrderState.FAILED, calls=2)) == 0
-    assert outcome_label(obs(1, "m", OrderState.FAILED, calls=1)) is None  # final at once: untested
-    assert outcome_label(obs(1, "m", OrderState.ASYNC_PROCESSING)) is None
+    assert observed_label(obs(1, "m", OrderState.SUCCEEDED)) == 1
+    assert observed_label(obs(1, "m", OrderState.DEAD)) == 0
+    assert observed_label(obs(1, "m", OrderState.FAILED, calls=2)) == 0
+    assert observed_label(obs(1, "m", OrderState.FAILED, calls=1)) is None  # final at once: untested
+    assert observed_label(obs(1, "m", OrderState.ASYNC_PROCESSING)) is None
 
 
 def test_messages_differing_only_in_ids_fall_together_and_disagreements_rank_first() -> None:
