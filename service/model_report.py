@@ -15,44 +15,33 @@ docs/learning-loop.md explains why that flatters recall and how exploration redu
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any
 
+from model.calibration import BINS, expected_calibration_error, reliability
 from model.schema import COST_RATIO
 from service.outcomes import Outcome, decision_of, label_of
 from service.scoring import ServingModel
 from service.store import FirstFailure
 
-BINS: Final = 10
-
 
 def calibration(pairs: Iterable[tuple[float, int]], bins: int = BINS) -> dict[str, Any]:
-    """Reliability of probabilities against 0/1 outcomes: equal-width bins and the expected calibration error."""
-    counts = [0] * bins
-    sums = [0.0] * bins
-    hits = [0] * bins
-    for probability, label in pairs:
-        index = min(int(probability * bins), bins - 1)
-        counts[index] += 1
-        sums[index] += probability
-        hits[index] += label
-    total = sum(counts)
-    table = []
-    ece = 0.0
-    for i, n in enumerate(counts):
-        if n == 0:
-            continue
-        mean, observed = sums[i] / n, hits[i] / n
-        ece += n / total * abs(mean - observed)
-        table.append(
+    """Reliability of probabilities against 0/1 outcomes (model.calibration): the bins and the ECE."""
+    table = reliability(pairs, bins)
+    ece = expected_calibration_error(table)
+    return {
+        "outcomes": sum(b.n for b in table),
+        "ece": None if ece is None else round(ece, 4),
+        "bins": [
             {
-                "lo": i / bins,
-                "hi": (i + 1) / bins,
-                "n": n,
-                "mean_probability": round(mean, 4),
-                "observed_rate": round(observed, 4),
+                "lo": b.low,
+                "hi": b.high,
+                "n": b.n,
+                "mean_probability": round(b.mean_probability, 4),
+                "observed_rate": round(b.observed_rate, 4),
             }
-        )
-    return {"outcomes": total, "ece": round(ece, 4) if total else None, "bins": table}
+            for b in table
+        ],
+    }
 
 
 def decision_quality(decisions: Iterable[tuple[bool, int]], cost_ratio: float = COST_RATIO) -> dict[str, Any]:

@@ -13,17 +13,14 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from model.calibration import expected_calibration_error as calibration_error
+from model.calibration import reliability
+
 
 def expected_calibration_error(y: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
-    """Σ_bins (n_bin / n) · |mean(y) - mean(p)| over `bins` equal-width probability bins."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = index == b
-        if mask.any():
-            total += mask.mean() * abs(float(y[mask].mean()) - float(probability[mask].mean()))
-    return float(total)
+    """The expected calibration error of `probability` against `y` (model.calibration, `bins` equal-width bins)."""
+    pairs = zip(np.asarray(probability, dtype=np.float64).tolist(), np.asarray(y).tolist(), strict=True)
+    return float(calibration_error(reliability(pairs, bins)) or 0.0)
 
 
 def binary_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, Any]:

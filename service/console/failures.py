@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
 
+from model.calibration import reliability
 from model.text import normalize_message
 from service.outcomes import outcome_label
 from service.store import OrderState
@@ -199,24 +200,15 @@ class CalibrationBin:
 
 
 def live_calibration(observations: Sequence[FailureObservation], bins: int = 10) -> list[CalibrationBin]:
-    """Reliability of each labelled order's first-failure probability against its `observed_label`."""
+    """Reliability (model.calibration) of each labelled order's first-failure probability against its
+    `observed_label`."""
     first: dict[int, FailureObservation] = {}
     for o in observations:  # newest first: the last one seen per order is its earliest failure
         if o.probability is not None:
             first[o.order_pk] = o
-    counts = [0] * bins
-    predicted = [0.0] * bins
-    hits = [0] * bins
+    pairs = []
     for o in first.values():
         label = observed_label(o)
-        if label is None or o.probability is None:
-            continue
-        index = min(bins - 1, max(0, int(o.probability * bins)))
-        counts[index] += 1
-        predicted[index] += o.probability
-        hits[index] += label
-    return [
-        CalibrationBin(i / bins, (i + 1) / bins, counts[i], predicted[i] / counts[i], hits[i] / counts[i])
-        for i in range(bins)
-        if counts[i]
-    ]
+        if label is not None and o.probability is not None:
+            pairs.append((o.probability, label))
+    return [CalibrationBin(b.low, b.high, b.n, b.mean_probability, b.observed_rate) for b in reliability(pairs, bins)]
