@@ -46,25 +46,32 @@ def _float(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
+def make_failure(
+    insurer: Any, operation: Any, error_code: Any, error_message: Any, http_status: Any, latency_ms: Any
+) -> Failure:
+    """The one construction of a Failure from raw field values: a request body, a call's result, a stored
+    attempt or a CSV row. Empty or blank strings, NaN and pandas NA become None (the message ''), so
+    the same failure gives the same features whichever way it came in."""
+    return Failure(
+        _text(insurer),
+        _text(operation),
+        _text(error_code),
+        _text(error_message) or "",
+        _int(http_status),
+        _float(latency_ms),
+    )
+
+
 def failure_from_mapping(record: Mapping[str, Any]) -> Failure:
     """A request body or dict row → Failure (missing keys are None)."""
-    return Failure(
-        insurer=_text(record.get("insurer")),
-        operation=_text(record.get("operation")),
-        error_code=_text(record.get("error_code")),
-        error_message=_text(record.get("error_message")) or "",
-        http_status=_int(record.get("http_status")),
-        latency_ms=_float(record.get("latency_ms")),
-    )
+    return make_failure(*(record.get(name) for name in FEATURE_COLUMNS))
 
 
 def iter_failures(frame: pd.DataFrame) -> Iterator[Failure]:
     """Rows of a frame holding FEATURE_COLUMNS → Failures, in order."""
     columns = [frame[name] if name in frame.columns else pd.Series([None] * len(frame)) for name in FEATURE_COLUMNS]
-    for insurer, operation, code, message, status, latency in zip(*columns, strict=True):
-        yield Failure(
-            _text(insurer), _text(operation), _text(code), _text(message) or "", _int(status), _float(latency)
-        )
+    for values in zip(*columns, strict=True):
+        yield make_failure(*values)
 
 
 def frame_from_failures(failures: list[Failure]) -> pd.DataFrame:

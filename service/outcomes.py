@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from model.privacy import mask_personal_data
-from model.records import Failure
+from model.records import Failure, make_failure
 from model.schema import CATEGORIES, REQUIRED_COLUMNS
 from service.store import FirstFailure, OrderState, OrderStore
 
@@ -81,7 +81,7 @@ class Outcome:
     @property
     def failure(self) -> Failure:
         row, a = self.row, self.row.attempt
-        return Failure(row.insurer, row.operation, a.error_code, a.error_message or "", a.http_status, a.latency_ms)
+        return make_failure(row.insurer, row.operation, a.error_code, a.error_message, a.http_status, a.latency_ms)
 
 
 def iter_first_failures(

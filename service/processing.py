@@ -30,7 +30,7 @@ from typing import Any, Final, TypeVar
 import anyio.to_thread
 import orjson
 
-from model.records import Failure
+from model.records import make_failure
 from service.breaker import STATE_VALUE, BreakerPolicy, Breakers, BreakerState
 from service.gateway import CallResult, InsurerGateway
 from service.learning import FailureWatch
@@ -200,8 +200,8 @@ class OrderProcessor:
         also goes to the learning loop's watch, which may mark the verdict for exploration."""
         if call.outcome == "success":
             return None
-        failure = Failure(
-            insurer, operation, call.error_code, call.error_message or "", call.http_status, call.latency_ms
+        failure = make_failure(
+            insurer, operation, call.error_code, call.error_message, call.http_status, call.latency_ms
         )
         model = self.models.current
         verdict = model.classify(failure)

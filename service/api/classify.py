@@ -7,7 +7,7 @@ from typing import Final
 import anyio.to_thread
 from fastapi import APIRouter, Request
 
-from model.records import Failure
+from model.records import Failure, make_failure
 from service.api.responses import JSONBytes
 from service.api.schemas import ClassifyBatchRequest, ClassifyBatchResponse, ClassifyRequest, ClassifyResponse
 from service.metrics import Metrics
@@ -20,13 +20,8 @@ INLINE_BATCH: Final = 64
 
 
 def failure_of(body: ClassifyRequest) -> Failure:
-    return Failure(
-        body.insurer,
-        body.operation,
-        body.error_code or None,
-        body.error_message,
-        body.http_status,
-        body.latency_ms,
+    return make_failure(
+        body.insurer, body.operation, body.error_code, body.error_message, body.http_status, body.latency_ms
     )
 
 
