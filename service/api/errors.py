@@ -3,6 +3,9 @@ raises HTTPException)."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +28,22 @@ STATUS: dict[type[Exception], int] = {
 }
 
 
+_INT64 = 2**63
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with non-finite floats as None and integers outside 64 bits as strings (what orjson takes)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if -_INT64 <= value < _INT64 else str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> JSONBytes:
         status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
@@ -33,9 +52,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def invalid(request: Request, exc: Exception) -> JSONBytes:
         """422 naming each field at fault. The echoed input may hold NaN or Infinity (Python's JSON parser
-        takes them), which FastAPI's own handler cannot serialize (a 500); orjson writes them as null."""
+        takes them), which FastAPI's own handler cannot serialize (a 500), or integers beyond 64 bits:
+        those are echoed as null and as text."""
         assert isinstance(exc, RequestValidationError)
-        return JSONBytes({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        return JSONBytes({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     for kind in STATUS:
         app.add_exception_handler(kind, handle)

@@ -78,6 +78,9 @@ _ORDER = b'"insurer":"acme","operation":"pay"'
         ("/classify/batch", b'{"items":[{' + _F + b',"latency_ms":NaN}]}', "items"),
         ("/process", b'{"order_id":"NAN-1",' + _ORDER + b',"payload":{"amount":NaN}}', "payload"),
         ("/process", b'{"order_id":"NAN-2",' + _ORDER + b',"payload":{"a":[1,Infinity]}}', "payload"),
+        # an integer beyond 64 bits echoed back in the error (schemathesis found it): 422, not a 500
+        ("/classify/batch", b"-9223372036854775809", "body"),
+        ("/classify", b"{" + _F + b',"http_status":99999999999999999999999}', "http_status"),
     ],
 )
 def test_nan_and_infinity_are_a_422_naming_the_field(keyed: Service, path: str, raw: bytes, field: str) -> None:
