@@ -32,7 +32,7 @@ import skops.io as sio
 
 from model.classifier import FailureClassifier
 
-PROTOCOL: Final = 1
+PROTOCOL: Final = 2  # 2: word n-grams beside the character n-grams; insurer-scoped codes
 MODEL_FILE: Final = "model.skops"
 CARD_FILE: Final = "model_card.json"
 #: The only non-default types an artifact may contain.
@@ -156,8 +156,9 @@ def save_artifact(
                     "latency_ms",
                 ],
                 "message": {
-                    "analyzer": "char_wb",
-                    "ngram_range": list(classifier.ngram_range),
+                    "char_wb_ngram_range": list(classifier.ngram_range),
+                    "word_ngram_range": list(classifier.word_ngram_range),
+                    "n_char_features": classifier.features_.n_char_features_,
                     "n_features": classifier.features_.n_message_features_,
                 },
                 "fields": {"n_features": len(classifier.features_.field_names())},

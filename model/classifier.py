@@ -2,7 +2,8 @@
 
 fit(X, y, category):
 1. FailureFeatures on all rows (unsupervised: vocabulary and IDF), hiding the insurer of an
-   `insurer_dropout` share of rows so the model also learns to decide for insurers it never saw.
+   `insurer_dropout` share of rows and the error code of a `code_dropout` share, so the model also
+   learns to decide for insurers it never saw and from the message alone.
 2. A logistic regression on a stratified (1 - calibration_size) share of the rows: scikit-learn's
    objective and solver settings, fitted on the rows' distinct parts (model/design.py), which
    needs neither the materialized matrix nor time proportional to its size.
@@ -10,7 +11,8 @@ fit(X, y, category):
 4. The decision threshold minimizing expected cost on the held-out share, where a failure wrongly
    returned as final costs `cost_ratio` and one wrongly held async costs 1 (ties → nearest to the
    Bayes threshold 1 / (1 + cost_ratio)).
-5. A multinomial logistic regression over the failure categories (when categories are given).
+5. A multinomial logistic regression over the failure categories (when categories are given), blind
+   to the insurer's identity.
 
 `build_classifier(params)` is the one way to make one; the fast scorer (model.scorer) is built from a
 fitted instance and gives the same numbers without pandas or scipy on the hot path.
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -33,7 +36,8 @@ from model.features import FailureFeatures
 from model.schema import CATEGORIES, COST_RATIO
 
 DEFAULT_PARAMS: dict[str, Any] = {
-    "ngram_range": (1, 4),
+    "ngram_range": (2, 4),
+    "word_ngram_range": (1, 3),
     "min_df": 2,
     "max_features": 200_000,
     "C": 8.0,
@@ -42,6 +46,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "cost_ratio": COST_RATIO,
     "category_max_rows": 60_000,
     "insurer_dropout": 0.2,
+    "code_dropout": 0.3,
     "random_state": 0,
 }
 
@@ -72,7 +77,8 @@ class FailureClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def __init__(
         self,
-        ngram_range: tuple[int, int] = (1, 4),
+        ngram_range: tuple[int, int] = (2, 4),
+        word_ngram_range: tuple[int, int] = (1, 3),
         min_df: int = 2,
         max_features: int | None = 200_000,
         C: float = 8.0,
@@ -81,9 +87,12 @@ class FailureClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         cost_ratio: float = COST_RATIO,
         category_max_rows: int = 60_000,
         insurer_dropout: float = 0.2,
+        code_dropout: float = 0.3,
         random_state: int = 0,
     ):
         self.ngram_range = ngram_range
+        self.word_ngram_range = word_ngram_range
+        self.code_dropout = code_dropout
         self.min_df = min_df
         self.max_features = max_features
         self.C = C
@@ -105,7 +114,13 @@ class FailureClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if set(np.unique(labels)) != {0, 1}:
             raise ValueError("training needs both classes (async_eligible 0 and 1)")
         self.features_ = FailureFeatures(
-            self.ngram_range, self.min_df, self.max_features, self.insurer_dropout, self.random_state
+            (int(self.ngram_range[0]), int(self.ngram_range[1])),
+            self.min_df,
+            self.max_features,
+            self.insurer_dropout,
+            self.random_state,
+            (int(self.word_ngram_range[0]), int(self.word_ngram_range[1])),
+            self.code_dropout,
         )
         design = self.features_.fit_design(X)  # the matrix as its distinct parts: see model/design.py
         rows = np.arange(design.n_rows)
@@ -133,8 +148,18 @@ class FailureClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             rows = np.sort(rng.choice(rows, size=self.category_max_rows, replace=False))
         if len(set(category[rows])) < 2:
             return
+        # The category says what went wrong, which must not hinge on the insurer's name: the head does
+        # not see the insurer columns (zeroed, so their weights are exactly 0).
+        matrix = design.take(rows).to_csr()
+        names = self.features_.field_names()
+        offset = self.features_.n_message_features_
+        insurer_columns = [offset + i for i, name in enumerate(names) if name.startswith(("insurer=", "insurer_code="))]
+        if insurer_columns:
+            keep = np.ones(matrix.shape[1])
+            keep[insurer_columns] = 0.0
+            matrix = matrix @ sp.diags(keep)
         head = LogisticRegression(C=self.category_C, max_iter=MAX_ITER)
-        self.category_classifier_ = head.fit(design.take(rows).to_csr(), category[rows].astype(str))
+        self.category_classifier_ = head.fit(sp.csr_matrix(matrix), category[rows].astype(str))
 
     def _calibrate(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(1.0 / (1.0 + np.exp(-(self.calibration_a_ * scores + self.calibration_b_))))
@@ -167,4 +192,5 @@ def build_classifier(params: Mapping[str, Any] | None = None) -> FailureClassifi
     if unknown:
         raise ValueError(f"unknown model parameters: {sorted(unknown)}")
     merged["ngram_range"] = tuple(merged["ngram_range"])
+    merged["word_ngram_range"] = tuple(merged["word_ngram_range"])
     return FailureClassifier(**merged)

@@ -100,19 +100,29 @@ def extract_reason(message: str) -> str:
     return " ".join(found) if found else message
 
 
+#: Contractions spelled out, so "don't retry" and "do not retry" are the same words.
+_CONTRACTIONS: Final = (
+    (re.compile(r"\b(won|can|ca|wo)['’]t\b"), lambda m: {"won": "will", "wo": "will"}.get(m.group(1), "can") + " not"),
+    (re.compile(r"n['’]t\b"), lambda m: " not"),
+)
+#: Punctuation between words (kept: the `<mask>` brackets and the underscore of snake_case names).
+_PUNCTUATION: Final = re.compile(r"[^\w<>\s]+|(?<![a-z0-9])_+|_+(?![a-z0-9])")
+
+
 def normalize_message(message: str | None) -> str:
-    """Reason extracted from a structured body, NFKC, case-folded, volatile values masked; '' when missing."""
+    """Reason extracted from a structured body, NFKC, case-folded, volatile values masked, contractions
+    spelled out and punctuation turned into spaces; '' when missing. The model's n-grams read this text."""
     if not message:
         return ""
     text = unicodedata.normalize("NFKC", extract_reason(message[:_MAX_MESSAGE_CHARS])).casefold()
     for pattern, replacement in _MASKS:
         text = pattern.sub(replacement, text)
-    return _SPACES.sub(" ", text).strip()
+    for contraction, spelled in _CONTRACTIONS:
+        text = contraction.sub(spelled, text)
+    return _SPACES.sub(" ", _PUNCTUATION.sub(" ", text)).strip()
 
 
-_CODE_SPLIT: Final = re.compile(r"[._\-:/\s]+")
 _LETTERS: Final = re.compile(r"[^\W\d_]+")
-_DIGITS: Final = re.compile(r"\d+")
 
 # latency bins (ms, upper edges); a timeout clusters just above a whole number of seconds
 LATENCY_EDGES_MS: Final = (
@@ -130,33 +140,41 @@ LATENCY_EDGES_MS: Final = (
 )
 
 
-def code_tokens(code: str | None) -> list[str]:
-    """Tokens of an error code: whole, namespace parts, letter prefix, shape, leading digit."""
+#: Codes of public, cross-partner standards: they mean the same at every partner, so they are global
+#: evidence (gRPC status names and POSIX/libc/Node errno names). Any other code is evidence only inside
+#: its own insurer's scheme (`insurer_code=`).
+PUBLIC_CODES: Final = frozenset(
+    "cancelled unknown invalid_argument deadline_exceeded not_found already_exists permission_denied "
+    "resource_exhausted failed_precondition aborted out_of_range unimplemented internal unavailable "
+    "data_loss unauthenticated "
+    "econnreset econnrefused econnaborted etimedout esockettimedout ehostunreach ehostdown enetunreach "
+    "enetdown epipe eai_again enotfound eaddrinuse eaddrnotavail emfile enfile enobufs eproto ecanceled "
+    "eagain ewouldblock eio enospc eacces eperm einval".split()
+)
+_CAMEL: Final = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+#: Words of a code shorter than this are scheme prefixes (`E`, `ERR`, `SYS`), not language.
+CODE_WORD_MIN: Final = 4
+
+
+def code_tokens(code: str | None, insurer: str | None = None) -> list[str]:
+    """Tokens of an error code. Global: `code:missing`, the code of a public standard (`code_std=`), and
+    the code's words of CODE_WORD_MIN+ letters (`SYSTEM_BUSY` → busy, system). Scoped to the insurer: the
+    exact code (`insurer_code=acme|e1001`), since a code means something only inside its own scheme.
+    The code's shape (length, leading digit, prefix) is never a feature."""
     if code is None:
         return ["code:missing"]
-    text = unicodedata.normalize("NFKC", code).strip().casefold()[:128]
+    raw = unicodedata.normalize("NFKC", code).strip()[:128]
+    text = raw.casefold()
     if not text:
         return ["code:missing"]
-    tokens = [f"code={text}"]
-    parts = [p for p in _CODE_SPLIT.split(text) if p]
-    if len(parts) > 1:
-        tokens.extend(f"code_part={p}" for p in parts)
-        tokens.append(f"code_ns={parts[0]}")
-    for word in _LETTERS.findall(text):
-        if len(word) > 1:
-            tokens.append(f"code_word={word}")
-    prefix = _LETTERS.match(text)
-    if prefix:
-        tokens.append(f"code_prefix={prefix.group(0)[:4]}")
-    shape = _DIGITS.sub("9", _LETTERS.sub("a", text))
-    tokens.append(f"code_shape={shape[:16]}")
-    digits = _DIGITS.findall(text)
-    if digits and text.lstrip("-").isdigit():
-        number = digits[0]
-        tokens.append(f"code_num_len={len(number)}")
-        tokens.append(f"code_lead={number[0]}")
-        if text.startswith("-"):
-            tokens.append("code_negative")
+    tokens = []
+    if text in PUBLIC_CODES:
+        tokens.append(f"code_std={text}")
+    for word in _LETTERS.findall(_CAMEL.sub(" ", raw)):
+        if len(word) >= CODE_WORD_MIN:
+            tokens.append(f"code_word={word.casefold()}")
+    if insurer:
+        tokens.append(f"insurer_code={insurer}|{text}")
     return tokens
 
 
@@ -172,16 +190,21 @@ WHOLE_SECOND_SLACK: Final = 0.08
 
 
 def categorical_tokens(
-    insurer: str | None, operation: str | None, error_code: str | None, http_status: int | None
+    insurer: str | None,
+    operation: str | None,
+    error_code: str | None,
+    http_status: int | None,
+    *,
+    code_hidden: bool = False,
 ) -> list[str]:
-    """Insurer, operation, error-code tokens and HTTP status as one-hot feature names, each once."""
+    """Insurer, operation, error-code tokens and HTTP status as one-hot feature names, each once.
+    `code_hidden` (training's code dropout) leaves the code's tokens out altogether."""
     insurer_key = (insurer or "").strip().casefold()[:128]
     tokens = [f"operation={(operation or '').strip().casefold()[:64]}"]
     if insurer_key:  # no insurer: no insurer tokens, exactly like an insurer never seen in training
         tokens.append(f"insurer={insurer_key}")
-    tokens.extend(code_tokens(error_code))
-    if insurer_key and error_code and error_code.strip():
-        tokens.append(f"insurer_code={insurer_key}|{error_code.strip().casefold()[:128]}")
+    if not code_hidden:
+        tokens.extend(code_tokens(error_code, insurer_key or None))
     if http_status is None:
         tokens.append("status:missing")
     else:

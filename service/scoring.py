@@ -13,7 +13,7 @@ from typing import Any
 from model.artifact import LoadedModel, load_artifact
 from model.records import Failure
 from model.registry import resolve_artifact
-from model.scorer import FastScorer
+from model.scorer import Contribution, FastScorer
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,18 @@ class Verdict:
         }
 
 
+def explanation_item(contribution: Contribution) -> dict[str, Any]:
+    """One explanation item as the API returns and the store records it (contract section 7)."""
+    item: dict[str, Any] = {
+        "kind": contribution.kind,
+        "feature": contribution.feature,
+        "weight": round(contribution.weight, 4),
+    }
+    if contribution.span is not None:
+        item["span"] = contribution.span
+    return item
+
+
 class ServingModel:
     """Classifies failures with one loaded artifact."""
 
@@ -62,7 +74,7 @@ class ServingModel:
             threshold=self.threshold,
             category=score.category,
             model_version=self.version,
-            explanation=[{"feature": c.feature, "weight": round(c.weight, 4)} for c in score.explanation],
+            explanation=[explanation_item(c) for c in score.explanation],
         )
 
     def classify_many(self, failures: list[Failure]) -> list[Verdict]:

@@ -69,4 +69,10 @@ def toy_frame(rows: int = 3000, seed: int = 0) -> pd.DataFrame:
 
 def toy_classifier(rows: int = 3000, seed: int = 0) -> FailureClassifier:
     frame = toy_frame(rows, seed)
-    return build_classifier({"random_state": seed}).fit(frame, frame["async_eligible"], frame["category"])
+    return build_classifier(toy_params(seed)).fit(frame, frame["async_eligible"], frame["category"])
+
+
+def toy_params(seed: int = 0) -> dict[str, Any]:
+    """Model parameters for toy frames: min_df 1, since a toy frame has only 14 distinct messages and
+    min_df counts distinct normalized messages."""
+    return {"random_state": seed, "min_df": 1}

@@ -1,4 +1,5 @@
-"""Classification metrics for async-eligibility: per class P/R/F1, ROC/PR-AUC, Brier, ECE, confusion."""
+"""Classification metrics for async-eligibility: per class P/R/F1, ROC/PR-AUC, Brier, ECE, confusion, and
+the expected cost per row at model.schema.COST_RATIO (a false final costs COST_RATIO, a false async 1)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sklearn.metrics import (
 
 from model.calibration import expected_calibration_error as calibration_error
 from model.calibration import reliability
+from model.schema import COST_RATIO
 
 
 def expected_calibration_error(y: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
@@ -51,4 +53,5 @@ def binary_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> 
         "ece": expected_calibration_error(y, probability),
         "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
         "accuracy": float((predicted == y).mean()),
+        "cost_per_row": float((COST_RATIO * fn + fp) / len(y)) if len(y) else 0.0,
     }

@@ -69,7 +69,14 @@ def _plot_confusion(results: list[SplitResult], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(results: list[SplitResult], out_dir: Path, *, title: str, extra: dict[str, Any] | None = None) -> Path:
+def write_report(
+    results: list[SplitResult],
+    out_dir: Path,
+    *,
+    title: str,
+    extra: dict[str, Any] | None = None,
+    sections: list[tuple[str, str]] | None = None,
+) -> Path:
     """Writes metrics.json, report.md and the plots into out_dir; returns report.md's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {r.name: r.metrics for r in results}
@@ -79,6 +86,8 @@ def write_report(results: list[SplitResult], out_dir: Path, *, title: str, extra
         _plot_calibration(results, out_dir / "calibration.png")
         _plot_confusion(results, out_dir / "confusion.png")
     lines = [f"# {title}", "", summary_table(metrics), ""]
+    for heading, body in sections or []:
+        lines += [f"## {heading}", "", body, ""]
     if results:
         lines += [
             "![precision-recall](pr_curve.png)",

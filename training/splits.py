@@ -1,4 +1,6 @@
-"""Evaluation splits: random, time-ordered, unseen message templates, unseen insurers.
+"""Evaluation splits: random, time-ordered, unseen message templates, unseen insurers, and unseen partner
+kinds (train without the payment channels, test on them: wordings and code schemes of a whole kind of
+partner the model never saw).
 
 Each returns (train_rows, test_rows) as sorted integer positions, deterministic for a seed, or
 raises SplitUnavailable when the data lacks what the split needs (e.g. no template_id column).
@@ -72,9 +74,25 @@ def unseen_insurers_split(frame: pd.DataFrame, seed: int) -> Split:
     return _group_split(frame, "insurer", seed)
 
 
+#: The partner kinds the unseen_partner_kinds split holds out: the payment channels.
+HELD_OUT_KINDS: Final = ("payment", "bank", "card")
+
+
+def unseen_partner_kinds_split(frame: pd.DataFrame, seed: int) -> Split:
+    if "partner_kind" not in frame.columns:
+        raise SplitUnavailable("the unseen_partner_kinds split needs a partner_kind column")
+    test_mask = frame["partner_kind"].isin(HELD_OUT_KINDS).to_numpy()
+    if not test_mask.any() or test_mask.all():
+        raise SplitUnavailable(f"the unseen_partner_kinds split needs rows of {HELD_OUT_KINDS} and of other kinds")
+    if len(np.unique(frame[LABEL_COLUMN].to_numpy()[test_mask])) < 2:
+        raise SplitUnavailable("the held-out partner kinds hold one class only")
+    return np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
+
+
 SPLITS: Final[dict[str, Callable[[pd.DataFrame, int], Split]]] = {
     "random": random_split,
     "time": time_split,
     "unseen_templates": unseen_templates_split,
     "unseen_insurers": unseen_insurers_split,
+    "unseen_partner_kinds": unseen_partner_kinds_split,
 }

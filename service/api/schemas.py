@@ -67,8 +67,12 @@ class ClassifyRequest(BaseModel):
 
 
 class Contribution(BaseModel):
+    """One explanation item, strongest first (contract section 7)."""
+
+    kind: Literal["text", "code", "status", "latency", "insurer", "operation", "rule"] | None = None
     feature: str
     weight: float
+    span: str | None = Field(None, description="text items: the word or phrase of the message it covers")
 
 
 class ClassifyResponse(BaseModel):

@@ -1,6 +1,8 @@
 """The fast scorer against the sklearn reference path, and the classifier's contract."""
 
 import random
+import re
+import unicodedata
 
 import numpy as np
 import pandas as pd
@@ -110,3 +112,63 @@ def test_reference_path_handles_missing_columns_and_values(trained):
     p = trained.predict_proba(frame)
     assert p.shape == (1, 2)
     assert 0.0 <= p[0, 1] <= 1.0
+
+
+# -- explanations a person reads (contract section 7) ---------------------------------------------
+
+KINDS = {"text", "code", "status", "latency", "insurer", "operation"}
+CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def test_text_spans_sum_the_ngrams_inside_them():
+    from model.scorer import text_spans
+
+    chars = {"系统": 1.0, "统繁": 0.5, "繁忙": 2.0, "忙请": 0.1, "稍后": 1.5, "错误": -3.0}
+    words = {"do": -0.2, "do not": -1.0, "not retry": -2.0, "retry": 0.4}
+    spans = text_spans("系统繁忙请稍后 do not retry 错误", chars, words, (2, 4), (1, 3))
+    by_span = {s.span: s.weight for s in spans}
+    assert by_span["系统繁忙"] == pytest.approx(3.5)  # 系统 + 统繁 + 繁忙: the phrase, not its characters
+    assert by_span["do not retry"] == pytest.approx(-0.2 - 1.0 - 2.0 + 0.4)
+    assert by_span["错误"] == pytest.approx(-3.0)
+    # strongest first, and no two spans overlap
+    assert [abs(s.weight) for s in spans] == sorted((abs(s.weight) for s in spans), reverse=True)
+    assert "系统" not in by_span and "繁忙" not in by_span
+
+
+def test_a_repeated_ngram_shares_its_weight_among_its_places():
+    from model.scorer import text_spans
+
+    spans = text_spans("超时 超时", {"超时": 2.0}, {}, (2, 4), (1, 1))
+    assert [s.weight for s in spans] == [pytest.approx(1.0), pytest.approx(1.0)]
+
+
+def test_explanations_are_words_and_phrases_of_the_message(trained):
+    scorer = FastScorer(trained)
+    failures = _varied_failures(600, seed=8)
+    texts = 0
+    for f in failures:
+        folded = unicodedata.normalize("NFKC", f.error_message).casefold()
+        for item in scorer.score(f).explanation:
+            assert item.kind in KINDS
+            if item.kind != "text":
+                assert item.span is None
+                continue
+            texts += 1
+            assert item.span and item.span in folded, (item.span, f.error_message)
+            if CJK.search(item.span):
+                assert len(item.span) >= 2
+            else:  # whole Latin words: the span is bounded by non-letters in the message
+                for match in re.finditer(re.escape(item.span), folded):
+                    before = folded[match.start() - 1] if match.start() else " "
+                    after = folded[match.end()] if match.end() < len(folded) else " "
+                    if not before.isalpha() and not after.isalpha():
+                        break
+                else:
+                    raise AssertionError(f"{item.span!r} is not whole words of {folded!r}")
+    assert texts > 300  # most explanations read the message
+
+
+def test_a_busy_message_is_explained_by_its_phrase(trained):
+    score = FastScorer(trained).score(Failure("someone_new", "pay", None, "系统繁忙，请稍后再试", 503, 900.0))
+    spans = [item.span for item in score.explanation if item.kind == "text"]
+    assert any(span and "繁忙" in span and len(span) >= 4 for span in spans), spans

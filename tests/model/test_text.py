@@ -1,4 +1,4 @@
-from model.text import code_tokens, field_features, normalize_message
+from model.text import categorical_tokens, code_tokens, field_features, normalize_message
 
 
 def test_masks_volatile_values_so_templates_collapse():
@@ -9,7 +9,7 @@ def test_masks_volatile_values_so_templates_collapse():
 
 
 def test_full_width_and_case_fold():
-    assert normalize_message("ＳＹＳＴＥＭ　ＢＵＳＹ，请稍后") == "system busy,请稍后"
+    assert normalize_message("ＳＹＳＴＥＭ　ＢＵＳＹ，请稍后") == "system busy 请稍后"
 
 
 def test_masks_id_numbers_phones_ips_hosts():
@@ -27,13 +27,41 @@ def test_empty_and_missing_messages():
     assert normalize_message(None) == ""
 
 
-def test_code_tokens_split_namespaces_and_shapes():
-    tokens = code_tokens("ACQ.SYSTEM_ERROR")
-    assert {"code=acq.system_error", "code_ns=acq", "code_part=system", "code_part=error"} <= set(tokens)
-    numeric = code_tokens("500100")
-    assert "code_lead=5" in numeric and "code_num_len=6" in numeric
+def test_an_exact_code_is_evidence_only_inside_its_insurers_scheme():
+    tokens = code_tokens("ACQ.SYSTEM_ERROR", "acme")
+    assert "insurer_code=acme|acq.system_error" in tokens
+    assert not any(t.startswith("code=") for t in tokens)  # never a global exact code
+    # the code's words are language, global; scheme prefixes shorter than four letters are not words
+    assert {"code_word=system", "code_word=error"} <= set(tokens) and "code_word=acq" not in tokens
+    assert code_tokens("SocketTimeoutException", None) == [
+        "code_word=socket",
+        "code_word=timeout",
+        "code_word=exception",
+    ]
+
+
+def test_code_shape_is_never_a_feature():
+    for code in ("500100", "E1001", "-1", "40001"):
+        tokens = code_tokens(code, "acme")
+        assert tokens == [f"insurer_code=acme|{code.casefold()}"], tokens
+    assert code_tokens("500100", None) == []  # an unknown insurer's numeric code says nothing
     assert code_tokens(None) == ["code:missing"]
     assert code_tokens("  ") == ["code:missing"]
+
+
+def test_codes_of_public_standards_are_global():
+    assert "code_std=unavailable" in code_tokens("UNAVAILABLE", None)
+    assert "code_std=econnreset" in code_tokens("ECONNRESET", "acme")
+    assert "code_std=deadline_exceeded" in code_tokens("deadline_exceeded", None)
+
+
+def test_code_dropout_leaves_the_code_out_altogether():
+    assert categorical_tokens("acme", "pay", "E1001", 200, code_hidden=True) == [
+        "operation=pay",
+        "insurer=acme",
+        "status=200",
+        "status_class=2xx",
+    ]
 
 
 def test_field_features_missing_values_are_explicit():

@@ -4,6 +4,7 @@ locations), batch bounds and order, and the thread path of big batches."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 
 import anyio.to_thread
@@ -33,10 +34,16 @@ def test_response_has_exactly_the_contract_shape(service: Service, serving_model
     assert body["model_version"] == MODEL_VERSION
     assert isinstance(body["explanation"], list)
     assert body["explanation"], "a verdict explains itself"
-    for item in body["explanation"]:
-        assert set(item) == {"feature", "weight"}
+    message = unicodedata.normalize("NFKC", failure_row()["error_message"]).casefold()
+    for item in body["explanation"]:  # contract section 7
+        assert item["kind"] in {"text", "code", "status", "latency", "insurer", "operation"}
+        assert set(item) == (
+            {"kind", "feature", "weight", "span"} if item["kind"] == "text" else {"kind", "feature", "weight"}
+        )
         assert isinstance(item["feature"], str)
         assert isinstance(item["weight"], float)
+        if item["kind"] == "text":
+            assert item["span"] in message
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,9 @@ def test_metrics_expose_routes_classifications_orders_and_model(service: Service
     service.insurer.script("M3", final())
     for order_id in ("M1", "M2", "M3"):
         service.process(order_id)
-    service.client.post("/classify", json={"insurer": "acme", "operation": "pay", "error_message": "余额不足"})
+    service.client.post(
+        "/classify", json={"insurer": "acme", "operation": "pay", "error_message": "身份证号码格式不正确"}
+    )
     response = service.client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")

@@ -18,8 +18,8 @@ from service.store import OrderStore, create_db_engine
 from tests.service.conftest import SMALL_RETRY, Service, busy, failure, final, run_worker
 from tests.service.learning_models import save_toy
 
-#: The toy model is unsure about this one (p ≈ 0.07, under its threshold 0.17): explorable.
-UNSURE = "签名验证失败"
+#: The toy model is unsure about this one (p ≈ 0.08, under its threshold 0.17): explorable.
+UNSURE = "invalid signature"
 #: ... and sure about this one (p < 0.001): never explored.
 SURE = "产品已停售 order P1234567890"
 FAMILIAR = Familiarity(known_share=1.0, code_known=True, mostly_unseen=False)

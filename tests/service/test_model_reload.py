@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from model.artifact import ArtifactError
+from model.artifact import PROTOCOL, ArtifactError
 from model.registry import activate
 from service.app import create_app
 from service.config import Settings
@@ -139,7 +139,7 @@ def test_reload_under_concurrent_requests_drops_none(models: Path, tmp_path: Pat
 def test_load_checked_refuses_what_does_not_load(tmp_path: Path):
     with pytest.raises(ArtifactError, match=r"no model_card\.json"):
         load_checked(tmp_path)
-    (tmp_path / "model_card.json").write_text('{"protocol": 1, "libraries": {"scikit-learn": "0.1"}}')
+    (tmp_path / "model_card.json").write_text(f'{{"protocol": {PROTOCOL}, "libraries": {{"scikit-learn": "0.1"}}}}')
     with pytest.raises(ArtifactError, match="scikit-learn"):
         load_checked(tmp_path)
 

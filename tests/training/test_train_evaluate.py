@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from model.artifact import load_artifact
@@ -77,13 +78,14 @@ def test_evaluate_splits_and_report(frame, tmp_path):
     assert set(json.loads((tmp_path / "metrics.json").read_text())["splits"]) == set(SPLITS)
 
 
-def _fake_result(name, model_f1, baseline_f1, ece=0.01):
+def _fake_result(name, model_f1, baseline_f1, ece=0.01, cost=0.01, moved=0.0):
     from training.evaluate import SplitResult
 
     def m(f1, e=0.0):
-        return {"async": {"f1": f1}, "ece": e}
+        return {"async": {"f1": f1}, "ece": e, "cost_per_row": cost}
 
-    return SplitResult(name, {"model": m(model_f1, ece), "keyword_rule": m(baseline_f1)}, np.zeros(1), np.zeros(1))
+    model = {**m(model_f1, ece), "code_permutation_moved": moved}
+    return SplitResult(name, {"model": model, "keyword_rule": m(baseline_f1)}, np.zeros(1), np.zeros(1))
 
 
 def test_gate_check_finds_every_violation():
@@ -96,8 +98,10 @@ def test_gate_check_finds_every_violation():
         _fake_result("random", 0.94, 0.5),
         _fake_result("time", 0.99, 0.96),
         _fake_result("unseen_templates", 0.99, 0.5, ece=0.2),
+        _fake_result("unseen_partner_kinds", 0.99, 0.5, moved=0.2),
     ]
     violations = check(gate, bad)
+    assert any(v.startswith("unseen_partner_kinds: 20.00% of decisions moved") for v in violations)
     assert any(v.startswith("random: async F1 0.9400 < 0.95") for v in violations)
     assert any(v.startswith("time: async F1 0.9900 is not 0.05 above keyword_rule") for v in violations)
     assert any(v.startswith("unseen_templates: ECE") for v in violations)
@@ -120,3 +124,44 @@ def test_train_writes_a_versioned_artifact_with_provenance(frame, tmp_path):
     second = train_artifact([history], tmp_path / "models", holdout_metrics=False)
     assert not second.activated  # the registry already has an active version
     assert len(list_versions(tmp_path / "models")) == 2
+
+
+def test_gate_checks_the_hard_set_overall_and_per_group():
+    from training.gate import check_hard_set
+
+    limits = {"min_async_f1": 0.8, "max_cost_per_row": 0.2, "margin_over_best_baseline": 0.05}
+    limits["min_group_accuracy"] = {"hard_negative": 0.7}
+
+    def figures(f1, cost, accuracy, keyword_f1):
+        return {
+            "model": {"async": {"f1": f1}, "cost_per_row": cost, "accuracy": accuracy},
+            "keyword_rule": {"async": {"f1": keyword_f1}},
+        }
+
+    good = {"all": figures(0.9, 0.1, 0.9, 0.6), "hard_negative": figures(0.8, 0.1, 0.8, 0.3)}
+    assert check_hard_set(limits, good) == []
+    bad = {"all": figures(0.7, 0.3, 0.7, 0.68), "hard_negative": figures(0.5, 0.5, 0.6, 0.3)}
+    violations = check_hard_set(limits, bad)
+    assert len(violations) == 4, violations
+    assert any("cost per row 0.3000 > 0.2" in v for v in violations)
+    assert any(v.startswith("hard set hard_negative: accuracy 0.6000") for v in violations)
+    assert check_hard_set(limits, {"all": good["all"]}) == ["hard set: no group hard_negative"]
+
+
+def test_code_permutation_reassigns_codes_within_each_insurer():
+    from training.evaluate import permute_codes
+
+    frame = pd.DataFrame(
+        {
+            "insurer": ["a", "a", "a", "b", "b", "c"],
+            "error_code": ["1", "2", "3", "x", None, "only"],
+            "error_message": ["m"] * 6,
+        }
+    )
+    moved = [permute_codes(frame, seed) for seed in range(20)]
+    for permuted in moved:
+        assert sorted(permuted["error_code"][:3]) == ["1", "2", "3"]  # a's codes, among a's rows
+        rest = permuted["error_code"][3:]
+        assert rest[3] == "x" and pd.isna(rest[4]) and rest[5] == "only"  # one code: nothing to permute
+        assert list(permuted["error_message"]) == ["m"] * 6
+    assert any(list(p["error_code"][:3]) != ["1", "2", "3"] for p in moved)
