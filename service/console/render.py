@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from service.console.access import request_access
+from service.console.highlight import highlight
 
 TEMPLATES_DIR: Final = Path(__file__).with_name("templates")
 STATIC_DIR: Final = Path(__file__).with_name("static")
@@ -61,7 +62,7 @@ def fmt_ms(value: float | None) -> str:
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     env = templates.env
-    env.filters.update(time=fmt_time, ago=fmt_ago, pct=fmt_pct, num=fmt_num, ms=fmt_ms)
+    env.filters.update(time=fmt_time, ago=fmt_ago, pct=fmt_pct, num=fmt_num, ms=fmt_ms, highlight=highlight)
     env.globals["prefix"] = PREFIX
     env.trim_blocks = True
     env.lstrip_blocks = True
