@@ -280,9 +280,11 @@ def models_list(model_dir: ModelDirOpt = None) -> None:
     for v in versions:
         holdout = v.card.get("metrics", {}).get("holdout_random_20pct", {}).get("model", {})
         f1 = holdout.get("async", {}).get("f1")
+        cost = holdout.get("cost_per_row")
         rows = v.card.get("training_data", {}).get("rows")
         typer.echo(
             f"{'*' if v.active else ' '} {v.version}  rows={rows}  async_f1={f1 if f1 is None else round(f1, 4)}"
+            f"  cost_per_row={cost if cost is None else round(cost, 4)}"
         )
 
 

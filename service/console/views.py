@@ -81,6 +81,7 @@ class MetricRow:
     async_precision: float | None
     async_recall: float | None
     async_f1: float | None
+    cost_per_row: float | None
     final_f1: float | None
     roc_auc: float | None
     pr_auc: float | None
@@ -111,6 +112,7 @@ def gate_metrics(card: Mapping[str, Any]) -> list[MetricRow]:
                     async_precision=_number(m["async"].get("precision")),
                     async_recall=_number(m["async"].get("recall")),
                     async_f1=_number(m["async"].get("f1")),
+                    cost_per_row=_number(m.get("cost_per_row")),
                     final_f1=_number((m.get("final") or {}).get("f1")),
                     roc_auc=_number(m.get("roc_auc")),
                     pr_auc=_number(m.get("pr_auc")),
