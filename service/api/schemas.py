@@ -67,8 +67,15 @@ class ClassifyRequest(BaseModel):
 
 
 class Contribution(BaseModel):
+    """An explanation item; items may carry more keys (`kind`; a rule's `rule_id`, `reason`), kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+
     feature: str
     weight: float
+
+
+DecidedBy = Literal["model", "rule"]
 
 
 class ClassifyResponse(BaseModel):
@@ -78,6 +85,8 @@ class ClassifyResponse(BaseModel):
     category: str | None
     model_version: str
     explanation: list[Contribution]
+    decided_by: DecidedBy = "model"
+    rule_id: int | None = None
 
 
 class ClassifyBatchRequest(BaseModel):
@@ -168,6 +177,8 @@ class FailureOut(BaseModel):
     outcome: str | None = None
     explanation: list[Contribution] | None = None
     exploration: bool = False  # a final verdict kept async to learn its outcome (docs/learning-loop.md)
+    decided_by: DecidedBy | None = None  # null when nothing was classified (a circuit-open skip)
+    rule_id: int | None = None
 
 
 class ProcessResponse(BaseModel):
@@ -194,6 +205,8 @@ class AttemptOut(BaseModel):
     explanation: list[Contribution] | None = None
     actor: str
     exploration: bool = False  # a final verdict kept async to learn its outcome (docs/learning-loop.md)
+    decided_by: DecidedBy | None = None  # null on attempts without a classification (success, query, skip)
+    rule_id: int | None = None
 
 
 class TransitionOut(BaseModel):
