@@ -388,9 +388,10 @@ def models_report(
         candidates = {name: load_checked(registry / name) for name in names}
         with _open_store(settings) as store:
             rows = list(iter_first_failures(store, since=_since(since)))
+            _, rules = store.live_rules()
     except (ArtifactError, StoreUnavailable) as exc:
         raise _fail(str(exc)) from exc
-    report = model_report(rows, candidates)
+    report = model_report(rows, candidates, rules)
     typer.echo(render_report(report))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,8 @@ attribute read and a truth test.
 
 Propagation. Each process holds a `RuleBook`; `RuleBook.run` polls the store every `rules_poll_s`
 seconds: it flushes the hits counted in memory since the last poll (one `UPDATE ... SET hits = hits + n`
-per rule) and reloads the set when the version (the latest rule change's id) moved. A process that
+per rule, and as much to `overrides` for the hits where the model alone would have decided the other
+way) and reloads the set when the version (the latest rule change's id) moved. A process that
 changes the rules reloads at once (`RuleBook.load`).
 """
 
@@ -233,7 +234,7 @@ class RuleBook:
 
     def __init__(self, rules: RuleSet | None = None):
         self.current = rules or RuleSet()
-        self._hits: dict[int, int] = {}
+        self._hits: dict[int, tuple[int, int]] = {}  # rule_id → (hits, overrides) since the last flush
         self._lock = threading.Lock()
 
     # -- the hot path -------------------------------------------------------------------------------
@@ -246,8 +247,10 @@ class RuleBook:
         rule = current.match(failure)
         if rule is None:
             return verdict
+        overridden = int((rule.decision == "async") != verdict.async_eligible)
         with self._lock:
-            self._hits[rule.rule_id] = self._hits.get(rule.rule_id, 0) + 1
+            hits, overrides = self._hits.get(rule.rule_id, (0, 0))
+            self._hits[rule.rule_id] = (hits + 1, overrides + overridden)
         return pin(verdict, rule)
 
     def classify(self, model: ServingModel, failure: Failure) -> Verdict:
@@ -269,13 +272,14 @@ class RuleBook:
             log.info("rules version %s: %s live rules", version, len(rules), extra={"rules_version": version})
         return True
 
-    def pending_hits(self) -> dict[int, int]:
+    def pending_hits(self) -> dict[int, tuple[int, int]]:
+        """(hits, overrides) per rule counted since the last flush."""
         with self._lock:
             return dict(self._hits)
 
     def flush(self, store: OrderStore) -> int:
-        """Add the hits counted since the last flush to the rules' `hits`; returns how many. Kept for the
-        next flush when the database is unavailable (StoreUnavailable is raised)."""
+        """Add the hits (and overrides) counted since the last flush to the rules; returns the hits. Kept
+        for the next flush when the database is unavailable (StoreUnavailable is raised)."""
         with self._lock:
             hits, self._hits = self._hits, {}
         if not hits:
@@ -284,10 +288,11 @@ class RuleBook:
             store.add_rule_hits(hits)
         except Exception:
             with self._lock:
-                for rule_id, n in hits.items():
-                    self._hits[rule_id] = self._hits.get(rule_id, 0) + n
+                for rule_id, (n, overridden) in hits.items():
+                    before = self._hits.get(rule_id, (0, 0))
+                    self._hits[rule_id] = (before[0] + n, before[1] + overridden)
             raise
-        return sum(hits.values())
+        return sum(n for n, _ in hits.values())
 
     def sync(self, store: OrderStore) -> None:
         """One poll: flush the hits, then reload the set if it changed."""

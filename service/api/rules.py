@@ -39,6 +39,7 @@ class RuleOut(BaseModel):
     created_at: dt.datetime
     created_by: str
     hits: int
+    overrides: int  # of the hits, how many the model alone would have decided the other way
     deleted_at: dt.datetime | None = None
     deleted_by: str | None = None
 
@@ -73,6 +74,7 @@ def rule_out(rule: RuleRecord) -> RuleOut:
         created_at=rule.created_at,
         created_by=rule.created_by,
         hits=rule.hits,
+        overrides=rule.overrides,
         deleted_at=rule.deleted_at,
         deleted_by=rule.deleted_by,
     )

@@ -164,6 +164,8 @@ class RuleRecord:
     created_at: dt.datetime
     created_by: str
     hits: int = 0
+    #: of the hits, how many the model alone would have decided the other way
+    overrides: int = 0
     deleted_at: dt.datetime | None = None
     deleted_by: str | None = None
 
@@ -197,6 +199,7 @@ def rule_from_row(row: RowMapping) -> RuleRecord:
         created_at=row["created_at"],
         created_by=row["created_by"],
         hits=int(row["hits"]),
+        overrides=int(row["overrides"]),
         deleted_at=row["deleted_at"],
         deleted_by=row["deleted_by"],
     )

@@ -4,7 +4,8 @@ A rule is written once and never edited. Removing it sets `deleted_at`/`deleted_
 so an attempt's `rule_id` always names a rule that can be looked up), and every creation and removal
 adds a row to `rule_changes`: that is the history, and its largest id is the rule set's version, the
 one-row read each process polls to know whether to reload. Hits are added in batches
-(`add_rule_hits`, one UPDATE ... SET hits = hits + n per rule), never per classified failure.
+(`add_rule_hits`, one UPDATE ... SET hits = hits + n per rule), never per classified failure; so are
+`overrides`, the hits where the model alone would have decided the other way.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _live() -> sa.ColumnElement[bool]:
 
 
 def _insert(conn: sa.Connection, rule: NewRule, *, actor: str, now: dt.datetime) -> RuleRecord:
-    values = asdict(rule) | {"created_at": now, "created_by": actor, "hits": 0}
+    values = asdict(rule) | {"created_at": now, "created_by": actor, "hits": 0, "overrides": 0}
     row = conn.execute(sa.insert(rules).values(values).returning(*rules.c)).mappings().one()
     conn.execute(sa.insert(rule_changes).values(rule_id=row["id"], action="created", at=now, actor=actor))
     return rule_from_row(row)
@@ -139,11 +140,15 @@ class RuleStore:
                 for row in conn.execute(statement).mappings()
             ]
 
-    def add_rule_hits(self, hits: Mapping[int, int]) -> None:
-        """Add counted hits to their rules in one transaction (removed rules count too: they decided)."""
-        counts = {rule_id: n for rule_id, n in hits.items() if n > 0}
+    def add_rule_hits(self, hits: Mapping[int, tuple[int, int]]) -> None:
+        """Add counted (hits, overrides) to their rules in one transaction (removed rules count too: they decided)."""
+        counts = {rule_id: n for rule_id, n in hits.items() if n[0] > 0}
         if not counts:
             return
         with self._transaction() as conn:
-            for rule_id, n in sorted(counts.items()):  # a fixed order: concurrent flushes cannot deadlock
-                conn.execute(sa.update(rules).where(rules.c.id == rule_id).values(hits=rules.c.hits + n))
+            for rule_id, (n, overridden) in sorted(counts.items()):  # a fixed order: flushes cannot deadlock
+                conn.execute(
+                    sa.update(rules)
+                    .where(rules.c.id == rule_id)
+                    .values(hits=rules.c.hits + n, overrides=rules.c.overrides + overridden)
+                )

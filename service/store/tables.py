@@ -134,7 +134,8 @@ transitions = sa.Table(
 
 # Operators' rules (migration 0004, service/rules.py): a rule is never edited; removing one sets
 # `deleted_at`/`deleted_by`, and every creation and removal is a row of `rule_changes`, whose largest
-# id is the rule set's version (the cheap check each process polls). `hits` grows by periodic flushes.
+# id is the rule set's version (the cheap check each process polls). `hits` and `overrides`
+# grow by periodic flushes (service/rules.py).
 rules = sa.Table(
     "rules",
     metadata,
@@ -151,6 +152,8 @@ rules = sa.Table(
     sa.Column("deleted_at", UTCDateTime(), nullable=True),
     sa.Column("deleted_by", sa.String(160), nullable=True),
     sa.Column("hits", sa.BigInteger(), nullable=False, server_default="0"),
+    # of those hits, how many the model alone would have decided the other way
+    sa.Column("overrides", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
 rule_changes = sa.Table(

@@ -244,10 +244,17 @@ def test_hits_are_counted_in_memory_and_flushed_as_increments(stores, serving_mo
         books[0].classify(serving_model, failure(BUSY_MESSAGE))
     books[1].classify_many(serving_model, [failure(BUSY_MESSAGE), failure(FINAL_MESSAGE)])
     assert one.get_rule(made.rule_id).hits == 0, "nothing is written per classification"
-    assert books[0].pending_hits() == {made.rule_id: 3}
+    assert books[0].pending_hits() == {made.rule_id: (3, 3)}, "the model alone says async: each hit overrides it"
     assert books[0].flush(one) == 3 and books[1].flush(two) == 1
     assert books[0].flush(one) == 0, "each hit is flushed once"
-    assert one.get_rule(made.rule_id).hits == 4
+    stored = one.get_rule(made.rule_id)
+    assert stored is not None and (stored.hits, stored.overrides) == (4, 4)
+    agreeing = one.add_rule(draft(error_code="E2001", decision="final"), actor="a", now=T0)
+    books[0].load(one)
+    books[0].classify(serving_model, failure(FINAL_MESSAGE, code="E2001"))
+    books[0].flush(one)
+    stored = one.get_rule(agreeing.rule_id)
+    assert stored is not None and (stored.hits, stored.overrides) == (1, 0), "the model agrees: no override"
 
 
 def test_hits_survive_a_failed_flush(stores, serving_model: ServingModel, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,7 +271,7 @@ def test_hits_survive_a_failed_flush(stores, serving_model: ServingModel, monkey
     with pytest.raises(StoreUnavailable):
         book.flush(store)
     monkeypatch.undo()
-    assert book.pending_hits() == {made.rule_id: 1}
+    assert book.pending_hits() == {made.rule_id: (1, 0)}
     assert book.flush(store) == 1 and store.get_rule(made.rule_id).hits == 1
 
 

@@ -4,7 +4,9 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01
 
-`rules` holds every rule ever made (a removed one keeps its row, with `deleted_at`/`deleted_by`);
+`rules` holds every rule ever made (a removed one keeps its row, with `deleted_at`/`deleted_by`),
+with how many failures it decided (`hits`) and how many of those the model would have decided the
+other way (`overrides`);
 `rule_changes` logs each creation and removal with who and when, and its largest id is the version
 of the rule set that every process polls. Attempts record `decided_by` ("model" or "rule") and the
 deciding `rule_id`; attempts written before this revision have both null (the model decided).
@@ -40,6 +42,7 @@ def upgrade() -> None:
         sa.Column("deleted_at", _TIME, nullable=True),
         sa.Column("deleted_by", sa.String(160), nullable=True),
         sa.Column("hits", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("overrides", sa.BigInteger(), nullable=False, server_default="0"),
     )
     op.create_table(
         "rule_changes",
