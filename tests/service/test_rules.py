@@ -291,3 +291,14 @@ def test_import_adds_what_is_missing_all_or_nothing_and_replace_removes_the_rest
         store.import_rules([draft(error_code="E5"), refused], actor="cli", now=T0)
     assert store.rules_version() == before, "a failing import writes nothing"
     assert "E5" not in {r.error_code for r in store.live_rules()[1]}
+
+
+def test_a_rules_decision_is_never_explored() -> None:
+    from service.drift import Familiarity
+    from service.learning import ExplorationPolicy
+
+    policy = ExplorationPolicy(rate=1.0, min_probability=0.0, floor_probability=0.0)
+    unsure = Verdict(False, 0.3, 0.35, None, "v1", [])
+    familiar = Familiarity(1.0, True, False)
+    assert policy.eligible(unsure, familiar, unknown=False), "the model's own final verdict may be explored"
+    assert not policy.eligible(pin(unsure, rule(1, error_code="E1", decision="final")), familiar, unknown=False)
