@@ -26,6 +26,10 @@ app = typer.Typer(
 )
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, activate, rollback.")
 app.add_typer(models_app, name="models")
+rules_app = typer.Typer(
+    no_args_is_help=True, help="Operators' rules: pin the decision on failures the model gets wrong (no retraining)."
+)
+app.add_typer(rules_app, name="rules")
 
 ModelDirOpt = Annotated[Path | None, typer.Option("--model-dir", help="model registry or artifact folder")]
 
@@ -386,13 +390,172 @@ def models_report(
         candidates = {name: load_checked(registry / name) for name in names}
         with _open_store(settings) as store:
             rows = list(iter_first_failures(store, since=_since(since)))
+            _, rules = store.live_rules()
     except (ArtifactError, StoreUnavailable) as exc:
         raise _fail(str(exc)) from exc
-    report = model_report(rows, candidates)
+    report = model_report(rows, candidates, rules)
     typer.echo(render_report(report))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+#: Who changes rules from the command line (the rules' history records it).
+CLI_ACTOR = "cli"
+
+
+def _rule_problems(exc: Any) -> str:
+    """A pydantic ValidationError of a RuleDraft as `field: message` lines."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'rule'}: {e['msg']}" for e in exc.errors())
+
+
+def _describe_rule(rule: Any) -> str:
+    match = ", ".join(
+        f"{name}={getattr(rule, name)!r}"
+        for name in ("insurer", "operation", "error_code", "message_contains")
+        if getattr(rule, name) is not None
+    )
+    category = f" ({rule.category})" if rule.category else ""
+    return f"#{rule.rule_id} {rule.decision}{category} when {match}: {rule.reason}"
+
+
+@rules_app.command("list")
+def rules_list(
+    db_url: DbUrlOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help='print {"rules": [...]} as GET /admin/rules does')] = False,
+) -> None:
+    """The live rules, oldest first, with their hits."""
+    from service.api.rules import rule_out
+    from service.store import StoreUnavailable
+
+    try:
+        with _open_store(_settings(db_url=db_url)) as store:
+            _, live = store.live_rules()
+    except StoreUnavailable as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps({"rules": [rule_out(r).model_dump(mode="json") for r in live]}, ensure_ascii=False))
+        return
+    if not live:
+        typer.echo("no rules")
+    for rule in live:
+        when = rule.created_at.isoformat(timespec="seconds")
+        typer.echo(f"{_describe_rule(rule)}  [hits {rule.hits}; by {rule.created_by} at {when}]")
+
+
+@rules_app.command("add")
+def rules_add(
+    decision: Annotated[str, typer.Option(help="async or final")],
+    reason: Annotated[str, typer.Option(help="why (kept with the rule and shown with every decision it makes)")],
+    insurer: Annotated[str | None, typer.Option(help="match this insurer exactly (default: any)")] = None,
+    operation: Annotated[str | None, typer.Option(help="match this operation exactly (default: any)")] = None,
+    error_code: Annotated[str | None, typer.Option("--error-code", help="match this error code exactly")] = None,
+    message_contains: Annotated[
+        str | None, typer.Option("--message-contains", help="match messages containing this (NFKC, any case)")
+    ] = None,
+    category: Annotated[str | None, typer.Option(help="the category to report (on the decision's side)")] = None,
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Add a rule; every service and worker process applies it within 5 seconds."""
+    import datetime as dt
+
+    from pydantic import ValidationError
+
+    from service.rules import RuleDraft
+    from service.store import StoreUnavailable
+
+    fields = {
+        "insurer": insurer,
+        "operation": operation,
+        "error_code": error_code,
+        "message_contains": message_contains,
+        "decision": decision,
+        "category": category,
+        "reason": reason,
+    }
+    try:
+        draft = RuleDraft.model_validate(fields)
+    except ValidationError as exc:
+        raise _fail(_rule_problems(exc)) from exc
+    try:
+        with _open_store(_settings(db_url=db_url)) as store:
+            rule = store.add_rule(draft.new_rule(), actor=CLI_ACTOR, now=dt.datetime.now(dt.UTC))
+    except StoreUnavailable as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"added {_describe_rule(rule)}")
+
+
+@rules_app.command("remove")
+def rules_remove(rule_id: Annotated[int, typer.Argument(help="the rule's id")], db_url: DbUrlOpt = None) -> None:
+    """Remove a rule (it stops applying within 5 seconds and stays in the history)."""
+    import datetime as dt
+
+    from service.store import RuleNotFound, StoreUnavailable
+
+    try:
+        with _open_store(_settings(db_url=db_url)) as store:
+            rule = store.delete_rule(rule_id, actor=CLI_ACTOR, now=dt.datetime.now(dt.UTC))
+    except RuleNotFound as exc:
+        raise _fail(str(exc), code=1) from exc
+    except StoreUnavailable as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"removed {_describe_rule(rule)}")
+
+
+@rules_app.command("import")
+def rules_import(
+    file: Annotated[Path, typer.Argument(help="a .toml or .csv file as `rules export` writes")],
+    db_url: DbUrlOpt = None,
+    replace: Annotated[bool, typer.Option("--replace", help="also remove live rules that the file lacks")] = False,
+) -> None:
+    """Add the file's rules that are not live yet: every row is checked first, then all are written or none."""
+    import datetime as dt
+
+    from service.rule_files import RuleFileError, read_rules_file
+    from service.store import StoreUnavailable
+
+    try:
+        drafts = read_rules_file(file)
+    except RuleFileError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        with _open_store(_settings(db_url=db_url)) as store:
+            added, kept, removed = store.import_rules(
+                [d.new_rule() for d in drafts], actor=CLI_ACTOR, now=dt.datetime.now(dt.UTC), replace=replace
+            )
+    except StoreUnavailable as exc:
+        raise _fail(str(exc)) from exc
+    for rule in added:
+        typer.echo(f"added {_describe_rule(rule)}")
+    for rule in removed:
+        typer.echo(f"removed {_describe_rule(rule)}")
+    typer.echo(f"{len(added)} added, {len(kept)} already live, {len(removed)} removed")
+
+
+@rules_app.command("export")
+def rules_export(
+    fmt: Annotated[str, typer.Option("--format", help="toml or csv")] = "toml",
+    out: Annotated[Path | None, typer.Option("--out", help="write here (default: standard output)")] = None,
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Write the live rules for review (no ids, times or hits: the same rules give the same file)."""
+    from service.rule_files import FORMATS, render
+    from service.store import StoreUnavailable
+
+    if fmt not in FORMATS:
+        raise _fail(f"--format {fmt!r}: use toml or csv")
+    try:
+        with _open_store(_settings(db_url=db_url)) as store:
+            _, live = store.live_rules()
+    except StoreUnavailable as exc:
+        raise _fail(str(exc)) from exc
+    text = render(live, "toml" if fmt == "toml" else "csv")
+    if out is None:
+        sys.stdout.write(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8", newline="")
+    typer.echo(f"wrote {len(live)} rules to {out}", err=True)
 
 
 @app.command("simulate-insurer")

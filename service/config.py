@@ -55,7 +55,11 @@ class Settings(BaseSettings):
     retry_rate_per_s: float = Field(default=20.0, ge=0)
     retry_burst: int = Field(default=20, ge=1)
 
-    # API keys: "KEY:ROLE,KEY:ROLE" with ROLE read, write or admin (see service/api/auth.py);
+    # operators' rules (service/rules.py): each process flushes its hit counts and checks the rule set's
+    # version this often; a change made elsewhere applies within this plus one reload (contract: 5 s)
+    rules_poll_s: float = Field(default=1.0, gt=0, le=4.0)
+
+    # API keys: "KEY:ROLE[:NAME],..." with ROLE read, write or admin (see service/api/auth.py);
     # empty: no authentication (then `serve` refuses a non-loopback host unless --insecure)
     api_keys: str = Field(default="", repr=False)
 

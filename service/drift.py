@@ -32,6 +32,7 @@ from model.profile import TrainingProfile
 from model.records import Failure
 from service.model_report import calibration
 from service.outcomes import iter_first_failures, labelled_first_failures
+from service.rules import model_async_eligible
 from service.scoring import ServingModel, Verdict
 from service.store import OrderStore, StoreUnavailable
 
@@ -138,7 +139,8 @@ class DriftMonitor:
             bucket.mostly_unseen += int(seen.mostly_unseen)
             insurer = bucket.insurers.setdefault(failure.insurer or "", _Insurer())
             insurer.failures += 1
-            insurer.async_decisions += int(verdict.async_eligible)
+            # the model's own decision: a rule pinning a kind of failure is not drift of the data
+            insurer.async_decisions += int(bool(model_async_eligible(verdict.explanation, verdict.async_eligible)))
             if seen.code_known is not None:
                 insurer.coded += 1
                 if not seen.code_known and failure.error_code is not None:

@@ -7,6 +7,7 @@ anyway, so re-execution shows whether "final" was right (otherwise such failures
 outcome label). `ExplorationPolicy` decides which failures may be explored:
 
     never   when the rate is 0, the verdict is async, or the outcome is unknown (already async)
+    never   when an operator's rule decided it (service/rules.py): the operator has spoken
     never   when the model is confidently final: probability < floor_probability
     may     when the model is unsure (probability >= min_probability), or the failure is unfamiliar
             (its message is mostly unseen n-grams, or its code was never seen from this insurer)
@@ -39,7 +40,7 @@ class ExplorationPolicy:
     floor_probability: float = 0.01
 
     def eligible(self, verdict: Verdict, familiarity: Familiarity, *, unknown: bool) -> bool:
-        if self.rate <= 0 or unknown or verdict.async_eligible:
+        if self.rate <= 0 or unknown or verdict.async_eligible or verdict.decided_by == "rule":
             return False
         if verdict.probability < self.floor_probability:
             return False

@@ -10,6 +10,11 @@ shadow model, or a freshly trained version) re-scores the labelled rows: agreeme
 decision, accuracy, recall, precision and the expected cost (a wrongly final failure costs
 `cost_ratio`, a wrongly async one 1). Labelled rows are mostly failures the live model sent async;
 docs/learning-loop.md explains why that flatters recall and how exploration reduces the bias.
+
+With the live operators' rules given, `rules` shows where the model disagrees with them: per rule, its
+hits and how many of those the model alone would have decided the other way (`overrides`, counted by
+every process as it classifies), and what became of the first failures it decided (a rule that pins
+"async" on failures that then go DEAD is a rule to revisit).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from model.calibration import BINS, expected_calibration_error, reliability
 from model.schema import COST_RATIO
 from service.outcomes import Outcome, decision_of, label_of
 from service.scoring import ServingModel
-from service.store import FirstFailure
+from service.store import FirstFailure, RuleRecord
 
 
 def calibration(pairs: Iterable[tuple[float, int]], bins: int = BINS) -> dict[str, Any]:
@@ -114,20 +119,57 @@ def candidate_entry(model: ServingModel, outcomes: list[Outcome]) -> dict[str, A
     }
 
 
-def model_report(rows: Iterable[FirstFailure], candidates: Mapping[str, ServingModel] | None = None) -> dict[str, Any]:
-    """Per serving version (live decisions and outcomes) and per candidate (re-scored labelled rows)."""
+def rule_entry(rule: RuleRecord, rows: list[FirstFailure]) -> dict[str, Any]:
+    """One rule against the model: its hits and overrides, and the outcomes of the first failures it decided."""
+    outcomes = {"1": 0, "0": 0, "pending": 0, "no_outcome": 0}
+    for row in rows:
+        label = label_of(row)
+        key = str(label) if label is not None else "pending" if row.state.value == "ASYNC_PROCESSING" else "no_outcome"
+        outcomes[key] += 1
+    resolved = outcomes["1"] + outcomes["0"]
+    return {
+        "rule_id": rule.rule_id,
+        "match": {
+            name: getattr(rule, name)
+            for name in ("insurer", "operation", "error_code", "message_contains")
+            if getattr(rule, name) is not None
+        },
+        "decision": rule.decision,
+        "reason": rule.reason,
+        "hits": rule.hits,
+        "overrides": rule.overrides,
+        "override_share": round(rule.overrides / rule.hits, 4) if rule.hits else None,
+        "first_failures": len(rows),
+        "outcomes": outcomes,
+        "later_succeeded": round(outcomes["1"] / resolved, 4) if resolved else None,
+    }
+
+
+def model_report(
+    rows: Iterable[FirstFailure],
+    candidates: Mapping[str, ServingModel] | None = None,
+    rules: Iterable[RuleRecord] | None = None,
+) -> dict[str, Any]:
+    """Per serving version (live decisions and outcomes), per candidate (re-scored labelled rows) and,
+    when the live rules are given, per rule (module docstring)."""
     by_version: dict[str, list[FirstFailure]] = {}
+    by_rule: dict[int, list[FirstFailure]] = {}
     outcomes: list[Outcome] = []
     for row in rows:
         by_version.setdefault(row.attempt.model_version or "(none)", []).append(row)
+        if row.attempt.decided_by == "rule" and row.attempt.rule_id is not None:
+            by_rule.setdefault(row.attempt.rule_id, []).append(row)
         label = label_of(row)
         if label is not None:
             outcomes.append(Outcome(row, label))
-    return {
+    report: dict[str, Any] = {
         "labelled_rows": len(outcomes),
         "versions": {version: _version_entry(found) for version, found in sorted(by_version.items())},
         "candidates": {name: candidate_entry(model, outcomes) for name, model in (candidates or {}).items()},
     }
+    if rules is not None:
+        report["rules"] = [rule_entry(rule, by_rule.get(rule.rule_id, [])) for rule in rules]
+    return report
 
 
 def _fmt(value: Any) -> str:
@@ -152,5 +194,13 @@ def render_report(report: Mapping[str, Any]) -> str:
             lines.append(
                 f"{name:<34} {_fmt(entry['agreement_with_live']):>6} {_fmt(q['accuracy']):>6} {_fmt(q['recall']):>6} "
                 f"{_fmt(q['precision']):>6} {_fmt(entry['calibration']['ece']):>6} {_fmt(q['cost_per_row']):>6}"
+            )
+    if report.get("rules"):
+        lines += ["", f"{'rule':<8} {'decides':>7} {'hits':>8} {'model↔':>8} {'first':>6} {'→ok':>6} {'→0':>6}  reason"]
+        for entry in report["rules"]:
+            outcome = entry["outcomes"]
+            lines.append(
+                f"#{entry['rule_id']:<7} {entry['decision']:>7} {entry['hits']:>8} {entry['overrides']:>8} "
+                f"{entry['first_failures']:>6} {outcome['1']:>6} {outcome['0']:>6}  {entry['reason']}"
             )
     return "\n".join(lines)

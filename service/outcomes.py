@@ -8,6 +8,11 @@
 
 `export_outcomes(store, path)` writes these rows as a contract-section-5 CSV, personal data masked,
 with extra columns for provenance; `labelled_first_failures` yields them for reports and calibration.
+
+`label_source` says where a row came from: `outcome` when the model decided the first failure, `rule`
+when an operator's rule did (`rule_id` names it). The label is what re-execution showed either way,
+but a rule chose which failures were re-executed at all (a rule's final failures never get a label,
+its async ones always do), so data scientists may want to weigh or filter the `rule` rows.
 The known biases of these labels are documented in docs/learning-loop.md.
 """
 
@@ -38,6 +43,8 @@ EXTRA_COLUMNS: Final = (
     "model_version",
     "exploration",
     "later_calls",
+    "label_source",
+    "rule_id",
 )
 COLUMNS: Final = (*REQUIRED_COLUMNS, *EXTRA_COLUMNS)
 
@@ -57,6 +64,11 @@ def outcome_label(state: OrderState, later_calls: int) -> Label | None:
 def label_of(row: FirstFailure) -> Label | None:
     """The label of an order's first failure (`outcome_label` of its state and later calls)."""
     return outcome_label(row.state, row.later_calls)
+
+
+def label_source(row: FirstFailure) -> str:
+    """`rule` when an operator's rule decided the first failure, else `outcome` (module docstring)."""
+    return "rule" if row.attempt.decided_by == "rule" else "outcome"
 
 
 def decision_of(row: FirstFailure) -> str:
@@ -132,6 +144,8 @@ def csv_row(outcome: Outcome) -> dict[str, str]:
         "model_version": a.model_version or "",
         "exploration": "1" if a.exploration else "0",
         "later_calls": str(row.later_calls),
+        "label_source": label_source(row),
+        "rule_id": _text(a.rule_id),
     }
 
 

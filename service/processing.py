@@ -36,6 +36,7 @@ from service.gateway import CallResult, InsurerGateway
 from service.learning import FailureWatch
 from service.metrics import Metrics
 from service.retry import RetryPolicy, next_attempt_at
+from service.rules import RuleBook
 from service.scoring import ModelHolder, Verdict
 from service.store import AttemptOutcome, LeaseLost, NewAttempt, OrderRecord, OrderState, OrderStore
 
@@ -126,6 +127,8 @@ def attempt_from_call(call: CallResult, verdict: Verdict | None) -> NewAttempt:
         model_version=None if verdict is None else verdict.model_version,
         explanation=None if verdict is None else verdict.explanation,
         exploration=True if verdict is not None and verdict.exploration else None,
+        decided_by=None if verdict is None else verdict.decided_by,
+        rule_id=None if verdict is None else verdict.rule_id,
     )
 
 
@@ -154,6 +157,7 @@ class OrderProcessor:
         breaker_policy: BreakerPolicy | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         watch: FailureWatch | None = None,
+        rules: RuleBook | None = None,
     ):
         self.store = store
         self.gateway = gateway
@@ -165,6 +169,7 @@ class OrderProcessor:
         self.rng = rng or random.Random()
         self.clock = clock
         self.watch = watch  # drift, shadow scoring and exploration of first failures (service/learning.py)
+        self.rules = rules or RuleBook()  # operators' rules (service/rules.py); none by default
         self._store_slots = anyio.CapacityLimiter(STORE_THREADS)
         self.breakers = Breakers(breaker_policy, clock=monotonic, on_change=self._circuit_changed)
 
@@ -196,15 +201,16 @@ class OrderProcessor:
     def classify_call(
         self, insurer: str, operation: str, call: CallResult, *, first_failure: bool = False
     ) -> Verdict | None:
-        """The serving model's verdict on a failed call (None for a success); the order's first failure
-        also goes to the learning loop's watch, which may mark the verdict for exploration."""
+        """The verdict on a failed call (None for a success): the serving model's, pinned by an operator's
+        rule when one matches (RuleBook.classify, as for /classify); the order's first failure also goes
+        to the learning loop's watch, which may mark a model-decided verdict for exploration."""
         if call.outcome == "success":
             return None
         failure = make_failure(
             insurer, operation, call.error_code, call.error_message, call.http_status, call.latency_ms
         )
         model = self.models.current
-        verdict = model.classify(failure)
+        verdict = self.rules.classify(model, failure)
         self.metrics.classified(verdict)
         if first_failure and self.watch is not None:
             verdict = self.watch.first_failure(model, failure, verdict, unknown=call.outcome == "unknown", rng=self.rng)

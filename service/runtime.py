@@ -22,6 +22,7 @@ from service.lifecycle import Learning, open_learning
 from service.metrics import Metrics
 from service.processing import OrderProcessor
 from service.retry import RetryPolicy
+from service.rules import RuleBook
 from service.scoring import ModelHolder, ServingModel
 from service.store import OrderStore, create_db_engine, migrate
 
@@ -35,6 +36,7 @@ class Runtime:
     metrics: Metrics
     processor: OrderProcessor
     learning: Learning | None = None  # hot reload, drift, shadow scoring, exploration (service/lifecycle.py)
+    rules: RuleBook | None = None  # operators' rules, kept in step with the database (service/rules.py)
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -88,8 +90,14 @@ async def open_runtime(
         metrics.set_model(serving.version)
         own_client = http_client is None
         client = http_client or make_http_client(max_connections=settings.http_max_connections)
+        rules = RuleBook()
+        await anyio.to_thread.run_sync(lambda: rules.load(store, force=True))
         stack = AsyncExitStack()
         try:
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(rules.close, store)  # the last hits flushed once the poll has stopped
+            stack.callback(tasks.cancel_scope.cancel)
+            tasks.start_soon(rules.run, store, settings.rules_poll_s)
             learning = await stack.enter_async_context(open_learning(settings, store, holder, metrics))
             gateway = InsurerGateway(registry, client)
             processor = OrderProcessor(
@@ -103,8 +111,9 @@ async def open_runtime(
                 rng=random.Random(),
                 breaker_policy=breaker_policy(settings),
                 watch=learning.watch,
+                rules=rules,
             )
-            yield Runtime(settings, store, holder, gateway, metrics, processor, learning)
+            yield Runtime(settings, store, holder, gateway, metrics, processor, learning, rules)
         finally:
             await stack.aclose()
             if own_client:

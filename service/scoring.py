@@ -28,6 +28,10 @@ class Verdict:
     explanation: list[dict[str, Any]]
     #: Set by the learning loop (service/learning.py) on a final verdict kept async to learn its outcome.
     exploration: bool = False
+    #: "model", or "rule" when an operator's rule pinned the decision (service/rules.py `pin`); then
+    #: `rule_id` names it, and `probability` stays the model's.
+    decided_by: str = "model"
+    rule_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +41,8 @@ class Verdict:
             "category": self.category,
             "model_version": self.model_version,
             "explanation": self.explanation,
+            "decided_by": self.decided_by,
+            "rule_id": self.rule_id,
         }
 
 

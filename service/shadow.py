@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 from model.privacy import mask_personal_data
 from model.records import Failure
 from model.registry import is_artifact_dir
+from service.rules import model_async_eligible
 from service.scoring import ServingModel, Verdict
 
 log = logging.getLogger("asyncgate.shadow")
@@ -60,8 +61,9 @@ class ShadowScorer:
             return None
         shadow = candidate.classify(failure)
         self.scored.labels(live=live.model_version, shadow=shadow.model_version).inc()
-        if shadow.async_eligible != live.async_eligible:
-            direction = "async_to_final" if live.async_eligible else "final_to_async"
+        live_model = model_async_eligible(live.explanation, live.async_eligible)  # the model's, not a rule's
+        if shadow.async_eligible != live_model:
+            direction = "async_to_final" if live_model else "final_to_async"
             self.disagreements.labels(live=live.model_version, shadow=shadow.model_version, direction=direction).inc()
             entry = {
                 "insurer": failure.insurer,

@@ -6,18 +6,23 @@ POST /admin/model/reload   load the registry's active version; 200 {"model_versi
 GET  /admin/drift          drift figures and alerts (service/drift.py); ?refresh=true recomputes
                            the calibration against outcomes now
 GET  /admin/shadow         the shadow model's version and its latest disagreements with the live one
+GET  /admin/model/report   live decisions against outcomes per model version, and the live operators'
+                           rules against the model (service/model_report.py); ?days= (default 7)
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
-from service.api.deps import LearningDep
+from service.api.deps import LearningDep, StoreDep
 from service.api.responses import JSONBytes
 from service.api.schemas import ModelReloaded
+from service.model_report import model_report
+from service.outcomes import iter_first_failures
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -50,3 +55,17 @@ async def shadow(learning: LearningDep) -> dict[str, Any]:
         "shadow": None if candidate is None else candidate.version,
         "recent_disagreements": learning.shadow.recent(),
     }
+
+
+@router.get("/model/report")
+async def report(store: StoreDep, days: Annotated[float, Query(gt=0, le=31)] = 7.0) -> JSONBytes:
+    """The first failures of the last `days` days: decisions and outcomes per model version; the live
+    rules with their hits, how many of those the model would have decided the other way, and outcomes."""
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+
+    def read() -> dict[str, Any]:
+        rows = list(iter_first_failures(store, since=since))
+        _, rules = store.live_rules()
+        return model_report(rows, rules=rules)
+
+    return JSONBytes(await anyio.to_thread.run_sync(read))

@@ -1,11 +1,15 @@
 """API keys: with keys configured, every endpoint but /healthz and /readyz needs `Authorization: Bearer <key>`.
 
-`ASYNCGATE_API_KEYS` holds comma-separated `KEY:ROLE` entries (spaces around entries are ignored)::
+`ASYNCGATE_API_KEYS` holds comma-separated `KEY:ROLE` or `KEY:ROLE:NAME` entries (spaces around
+entries are ignored)::
 
-    ASYNCGATE_API_KEYS="3f9c...e1:read, 7a2b...90:write, c04d...5e:admin"
+    ASYNCGATE_API_KEYS="3f9c...e1:read, 7a2b...90:write, c04d...5e:admin:ops-alice"
 
 A KEY is 16 to 256 visible ASCII characters without `,` or `:` (`openssl rand -hex 32` makes a good
-one); a ROLE is `read`, `write` or `admin`, each including the ones before it:
+one); a NAME (1 to 64 of `A-Z a-z 0-9 _ - . @`) is who the key stands for in what it changes (an
+operator's rule's `created_by`); without one the name is `key-` and the first 8 hex digits of the
+key's SHA-256, which names the key without revealing it. A ROLE is `read`, `write` or `admin`, each
+including the ones before it:
 
     read    GET anything (orders, metrics, the model card, /docs, /openapi.json) and POST /classify*
     write   also POST /process and POST /orders/{id}/requeue (and any other write)
@@ -15,9 +19,10 @@ The operations console under /console checks the same keys itself (a login form 
 service/console/access.py), so the middleware lets its paths through.
 
 Answers: 401 (with `WWW-Authenticate: Bearer`) when the key is missing or unknown, 403 when the key's
-role is too low; the body names what is needed, never the key. Keys are kept only as SHA-256
-digests. `ApiKeyAuth` is a pure ASGI middleware (BaseHTTPMiddleware costs ~3x throughput), placed
-outside the body limit, so a refused request's body is never read.
+role is too low; the body names what is needed, never the key. An accepted request carries the key's
+name in `request.state.api_key_name` (`principal(request)`; "anonymous" when no keys are configured).
+Keys are kept only as SHA-256 digests. `ApiKeyAuth` is a pure ASGI middleware (BaseHTTPMiddleware
+costs ~3x throughput), placed outside the body limit, so a refused request's body is never read.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
 import orjson
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz"})
@@ -38,6 +44,9 @@ READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 #: POST endpoints that change nothing (scoring only): the read role is enough.
 READ_POSTS: Final = frozenset({"/classify", "/classify/batch"})
 _KEY = re.compile(r"^[\x21-\x7e]{16,256}$")
+_NAME = re.compile(r"^[A-Za-z0-9_\-.@]{1,64}$")
+#: Who changed something when no API keys are configured.
+ANONYMOUS: Final = "anonymous"
 
 
 class Role(IntEnum):
@@ -47,28 +56,31 @@ class Role(IntEnum):
 
 
 class ApiKeysError(ValueError):
-    """ASYNCGATE_API_KEYS is not a valid list of KEY:ROLE entries (the message names the entry, not the key)."""
+    """ASYNCGATE_API_KEYS is not a valid list of KEY:ROLE[:NAME] entries (the message names the entry, not the key)."""
 
 
 @dataclass(frozen=True)
 class ApiKeys:
-    """The configured keys, as SHA-256 digest → role."""
+    """The configured keys, as SHA-256 digest → role, and digest → name."""
 
     roles: Mapping[bytes, Role]
+    names: Mapping[bytes, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str) -> ApiKeys:
-        """Parse `KEY:ROLE,KEY:ROLE`; ApiKeysError naming the entry's position (never its key)."""
+        """Parse `KEY:ROLE[:NAME],...`; ApiKeysError naming the entry's position (never its key)."""
         roles: dict[bytes, Role] = {}
+        names: dict[bytes, str] = {}
         entries = [entry.strip() for entry in text.split(",")]
         for position, entry in enumerate(entries, start=1):
             where = f"ASYNCGATE_API_KEYS entry {position}"
             if not entry:
                 raise ApiKeysError(f"{where} is empty (entries are KEY:ROLE separated by commas)")
-            key, sep, role = entry.rpartition(":")
-            if not sep or not key:
-                raise ApiKeysError(f"{where} is not KEY:ROLE")
-            if ":" in key or not _KEY.match(key):
+            parts = entry.split(":")
+            if len(parts) not in (2, 3) or not parts[0]:
+                raise ApiKeysError(f"{where} is not KEY:ROLE or KEY:ROLE:NAME")
+            key, role = parts[0], parts[1]
+            if not _KEY.match(key):
                 raise ApiKeysError(f"{where}: a key is 16 to 256 visible ASCII characters without ',' or ':'")
             try:
                 level = Role[role.strip().upper()]
@@ -77,15 +89,28 @@ class ApiKeys:
             digest = _digest(key)
             if digest in roles:
                 raise ApiKeysError(f"{where} repeats an earlier key")
+            name = parts[2].strip() if len(parts) == 3 else f"key-{digest.hex()[:8]}"
+            if not _NAME.match(name):
+                raise ApiKeysError(f"{where}: a name is 1 to 64 characters of A-Z a-z 0-9 _ - . @")
             roles[digest] = level
-        return cls(roles)
+            names[digest] = name
+        return cls(roles, names)
 
     def role_of(self, key: str) -> Role | None:
         return self.roles.get(_digest(key))
 
+    def name_of(self, key: str) -> str | None:
+        return self.names.get(_digest(key))
+
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
+
+
+def principal(request: Request) -> str:
+    """The name of the API key that made this request ("anonymous" when no keys are configured)."""
+    name = request.scope.get("state", {}).get("api_key_name")
+    return name if isinstance(name, str) else ANONYMOUS
 
 
 def required_role(method: str, path: str) -> Role | None:
@@ -135,7 +160,8 @@ class ApiKeyAuth:
         if scheme.lower() != "bearer" or not token.strip():
             await _refuse(send, 401, "the Authorization header must be 'Bearer <key>'")
             return
-        role = self.keys.role_of(token.strip())
+        digest = _digest(token.strip())
+        role = self.keys.roles.get(digest)
         if role is None:
             await _refuse(send, 401, "invalid API key")
             return
@@ -143,6 +169,7 @@ class ApiKeyAuth:
             what = f"{scope['method']} {scope['path']}"
             await _refuse(send, 403, f"this key has the {role.name.lower()} role; {what} needs {needed.name.lower()}")
             return
+        scope.setdefault("state", {})["api_key_name"] = self.keys.names.get(digest)
         await self.app(scope, receive, send)
 
 

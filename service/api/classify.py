@@ -1,4 +1,4 @@
-"""POST /classify and /classify/batch: score failures with the serving model."""
+"""POST /classify and /classify/batch: score failures with the serving model, then operators' rules."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from model.records import Failure, make_failure
 from service.api.responses import JSONBytes
 from service.api.schemas import ClassifyBatchRequest, ClassifyBatchResponse, ClassifyRequest, ClassifyResponse
 from service.metrics import Metrics
+from service.rules import RuleBook
 from service.scoring import ModelHolder
 
 router = APIRouter(tags=["classify"])
@@ -25,23 +26,24 @@ def failure_of(body: ClassifyRequest) -> Failure:
     )
 
 
-def serving(request: Request) -> tuple[ModelHolder, Metrics]:
-    """The model holder and metrics from app.state (set up in the lifespan).
+def serving(request: Request) -> tuple[ModelHolder, RuleBook, Metrics]:
+    """The model holder, the rules and metrics from app.state (set up in the lifespan).
 
     The two classify routes read them here rather than through `Depends`: solving two dependencies
     per request cost about 7% of a /classify, the hottest route (bench/http_classify.py).
     """
     state = request.app.state
     models: ModelHolder = state.models
+    rules: RuleBook = state.rules
     metrics: Metrics = state.metrics
-    return models, metrics
+    return models, rules, metrics
 
 
 @router.post("/classify", response_model=ClassifyResponse, response_class=JSONBytes)
 async def classify(body: ClassifyRequest, request: Request) -> JSONBytes:
     """Classify one failure: async-eligible (execute again later) or final."""
-    models, metrics = serving(request)
-    verdict = models.current.classify(failure_of(body))
+    models, rules, metrics = serving(request)
+    verdict = rules.classify(models.current, failure_of(body))
     metrics.classified(verdict)
     return JSONBytes(verdict.as_dict())
 
@@ -49,14 +51,14 @@ async def classify(body: ClassifyRequest, request: Request) -> JSONBytes:
 @router.post("/classify/batch", response_model=ClassifyBatchResponse, response_class=JSONBytes)
 async def classify_batch(body: ClassifyBatchRequest, request: Request) -> JSONBytes:
     """Classify 1 to 10,000 failures; results in the same order."""
-    models, metrics = serving(request)
+    models, rules, metrics = serving(request)
     model = models.current
     failures = [failure_of(item) for item in body.items]
     if len(failures) <= INLINE_BATCH:
-        verdicts = model.classify_many(failures)
+        verdicts = rules.classify_many(model, failures)
     else:
         verdicts = await anyio.to_thread.run_sync(
-            model.classify_many, failures, limiter=request.app.state.classify_limiter
+            rules.classify_many, model, failures, limiter=request.app.state.classify_limiter
         )
     for verdict in verdicts:
         metrics.classified(verdict)

@@ -13,6 +13,7 @@ from service.config import Settings
 from service.lifecycle import Learning
 from service.metrics import Metrics
 from service.processing import OrderProcessor
+from service.rules import RuleBook
 from service.scoring import ModelHolder
 from service.store import OrderStore
 
@@ -42,6 +43,11 @@ async def get_learning(request: Request) -> Learning:
     return learning
 
 
+async def get_rules(request: Request) -> RuleBook:
+    rules: RuleBook = request.app.state.rules
+    return rules
+
+
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -53,3 +59,4 @@ ModelsDep = Annotated[ModelHolder, Depends(get_models)]
 ProcessorDep = Annotated[OrderProcessor, Depends(get_processor)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 LearningDep = Annotated[Learning, Depends(get_learning)]
+RulesDep = Annotated[RuleBook, Depends(get_rules)]

@@ -14,12 +14,20 @@ from model.artifact import ArtifactError
 from service.api.responses import JSONBytes
 from service.gateway import UnknownInsurer
 from service.processing import PayloadTooLarge
-from service.store import InvalidCursor, InvalidTransition, OrderConflict, OrderNotFound, StoreUnavailable
+from service.store import (
+    InvalidCursor,
+    InvalidTransition,
+    OrderConflict,
+    OrderNotFound,
+    RuleNotFound,
+    StoreUnavailable,
+)
 
 STATUS: dict[type[Exception], int] = {
     UnknownInsurer: 400,
     InvalidCursor: 400,
     OrderNotFound: 404,
+    RuleNotFound: 404,
     OrderConflict: 409,
     InvalidTransition: 409,
     ArtifactError: 409,

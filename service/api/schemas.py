@@ -67,12 +67,18 @@ class ClassifyRequest(BaseModel):
 
 
 class Contribution(BaseModel):
-    """One explanation item, strongest first (contract section 7)."""
+    """One explanation item, strongest first (contract section 7); items may carry more keys (a rule's
+    `rule_id` and `reason`), kept as given."""
+
+    model_config = ConfigDict(extra="allow")
 
     kind: Literal["text", "code", "status", "latency", "insurer", "operation", "rule"] | None = None
     feature: str
     weight: float
     span: str | None = Field(None, description="text items: the word or phrase of the message it covers")
+
+
+DecidedBy = Literal["model", "rule"]
 
 
 class ClassifyResponse(BaseModel):
@@ -82,6 +88,8 @@ class ClassifyResponse(BaseModel):
     category: str | None
     model_version: str
     explanation: list[Contribution]
+    decided_by: DecidedBy = "model"
+    rule_id: int | None = None
 
 
 class ClassifyBatchRequest(BaseModel):
@@ -172,6 +180,8 @@ class FailureOut(BaseModel):
     outcome: str | None = None
     explanation: list[Contribution] | None = None
     exploration: bool = False  # a final verdict kept async to learn its outcome (docs/learning-loop.md)
+    decided_by: DecidedBy | None = None  # null when nothing was classified (a circuit-open skip)
+    rule_id: int | None = None
 
 
 class ProcessResponse(BaseModel):
@@ -198,6 +208,8 @@ class AttemptOut(BaseModel):
     explanation: list[Contribution] | None = None
     actor: str
     exploration: bool = False  # a final verdict kept async to learn its outcome (docs/learning-loop.md)
+    decided_by: DecidedBy | None = None  # null on attempts without a classification (success, query, skip)
+    rule_id: int | None = None
 
 
 class TransitionOut(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from service.api.schemas import AttemptOut, FailureOut, OrderOut, ProcessResponse, TransitionOut
 from service.processing import NEXT_ACTION
@@ -11,6 +11,13 @@ from service.store import AttemptRecord, OrderRecord, OrderState, TransitionReco
 
 def _dict_or_none(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
+
+
+def decided_by(a: AttemptRecord) -> Literal["model", "rule"] | None:
+    """Who classified the attempt; attempts classified before rules existed were the model's."""
+    if a.decided_by == "rule":
+        return "rule"
+    return "model" if a.async_eligible is not None and a.kind == "call" else None
 
 
 def attempt_out(a: AttemptRecord) -> AttemptOut:
@@ -29,6 +36,8 @@ def attempt_out(a: AttemptRecord) -> AttemptOut:
         explanation=a.explanation if isinstance(a.explanation, list) else None,
         actor=a.actor,
         exploration=bool(a.exploration),
+        decided_by=decided_by(a),
+        rule_id=a.rule_id,
     )
 
 
@@ -80,6 +89,8 @@ def last_failure(order: OrderRecord) -> FailureOut | None:
                 outcome=a.outcome,
                 explanation=a.explanation if isinstance(a.explanation, list) else None,
                 exploration=bool(a.exploration),
+                decided_by=decided_by(a),
+                rule_id=a.rule_id,
             )
     return None
 

@@ -3,8 +3,8 @@
 Keys are the API's (`ASYNCGATE_API_KEYS`, parsed by service/api/auth.py: roles read < write < admin).
 When none is configured the console is open, as the API is. Otherwise the API's Bearer-header
 middleware lets /console through and the console checks its own login cookie: the login form stores
-the key in an HttpOnly, SameSite=Strict cookie scoped to /console; pages need at least `read`, and
-requeue needs `admin`. A state-changing POST that a browser marks as cross-site is refused.
+the key in an HttpOnly, SameSite=Strict cookie scoped to /console; pages need at least `read`;
+requeue and changing operators' rules need `admin`. A state-changing POST that a browser marks as cross-site is refused.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Final
 
 from fastapi import Request
 
-from service.api.auth import ApiKeys, Role
+from service.api.auth import ANONYMOUS, ApiKeys, Role
 
 COOKIE: Final = "asyncgate_console_key"
 COOKIE_PATH: Final = "/console"
@@ -44,6 +44,7 @@ class Access:
 
     open: bool
     role: Role | None = None
+    name: str | None = None  # the key's name (service/api/auth.py)
 
     def allows(self, role: Role) -> bool:
         return self.open or (self.role is not None and self.role >= role)
@@ -60,6 +61,11 @@ class Access:
     def role_name(self) -> str | None:
         return None if self.role is None else self.role.name.lower()
 
+    @property
+    def who(self) -> str:
+        """Who is acting, as the API records it: the key's name, or "anonymous" on an open console."""
+        return self.name or ANONYMOUS
+
 
 def access_for(keys: ApiKeys | None, key: str | None) -> Access:
     """The Access of someone presenting `key` (None: no key) when the configured keys are `keys`."""
@@ -67,7 +73,7 @@ def access_for(keys: ApiKeys | None, key: str | None) -> Access:
         return Access(open=True)
     if not key or len(key) > MAX_KEY_CHARS:
         return Access(open=False)
-    return Access(open=False, role=keys.role_of(key))
+    return Access(open=False, role=keys.role_of(key), name=keys.name_of(key))
 
 
 def request_access(request: Request) -> Access:

@@ -1,4 +1,5 @@
-"""The console's actions: log in and out (the key in a cookie), and requeue a FAILED or DEAD order (admin).
+"""The console's actions: log in and out (the key in a cookie), requeue a FAILED or DEAD order, and add or
+remove an operators' rule (service/rules.py) — the last three need the admin role.
 
 Forms are posted as application/x-www-form-urlencoded and parsed here (no multipart dependency);
 every POST refuses a browser's cross-site request.
@@ -12,14 +13,17 @@ from urllib.parse import parse_qs, quote
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
 from service.api.auth import Role
-from service.api.deps import StoreDep
+from service.api.deps import RulesDep, StoreDep
 from service.console.access import COOKIE, COOKIE_PATH, access_for, check_same_site, request_access, require
-from service.console.pages import RendererDep, render_order
+from service.console.pages import RendererDep, render_order, render_rules
 from service.console.render import PREFIX
-from service.store import InvalidTransition, OrderNotFound
+from service.rules import RuleDraft
+from service.store import InvalidTransition, OrderNotFound, RuleNotFound
+from service.store.records import RULE_FIELDS
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -94,3 +98,42 @@ async def requeue(request: Request, page: RendererDep, store: StoreDep, order_id
             request, page, store, request_access(request), order_id, error=str(error), status_code=409
         )
     return RedirectResponse(f"{PREFIX}/orders/{quote(order_id, safe='')}?requeued=1", status_code=303)
+
+
+@router.post("/rules")
+async def add_rule(request: Request, page: RendererDep, store: StoreDep, rules: RulesDep) -> Response:
+    """Make an operators' rule from the form (the Rules page, or a failure group's "pin" form); admin only."""
+    check_same_site(request)
+    access = require(request, Role.ADMIN, "Changing operators' rules")
+    form = await _form(request)
+    fields = {name: form.get(name, "") for name in RULE_FIELDS}
+    try:
+        draft = RuleDraft.model_validate(fields)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return await render_rules(request, page, store, access, errors=problems, form=fields, status_code=422)
+
+    def write() -> int:
+        rule = store.add_rule(draft.new_rule(), actor=access.who, now=dt.datetime.now(dt.UTC))
+        rules.load(store)
+        return rule.rule_id
+
+    rule_id = await anyio.to_thread.run_sync(write)
+    return RedirectResponse(f"{PREFIX}/rules?created={rule_id}", status_code=303)
+
+
+@router.post("/rules/{rule_id}/remove")
+async def remove_rule(request: Request, page: RendererDep, store: StoreDep, rules: RulesDep, rule_id: int) -> Response:
+    """Remove a rule (it stays in the history); admin only."""
+    check_same_site(request)
+    access = require(request, Role.ADMIN, "Changing operators' rules")
+
+    def write() -> None:
+        store.delete_rule(rule_id, actor=access.who, now=dt.datetime.now(dt.UTC))
+        rules.load(store)
+
+    try:
+        await anyio.to_thread.run_sync(write)
+    except RuleNotFound as error:
+        return await render_rules(request, page, store, access, errors=[str(error)], status_code=404)
+    return RedirectResponse(f"{PREFIX}/rules?removed={rule_id}", status_code=303)

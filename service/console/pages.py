@@ -1,4 +1,4 @@
-"""The console's read-only pages: Overview, Orders (table and one order's timeline), Failures, Model.
+"""The console's read-only pages: Overview, Orders (table and one order's timeline), Failures, Rules, Model.
 
 Each page reads the store through OrderStore's bounded console queries (service/store/insights.py)
 in a worker thread and renders a template; nothing here writes. Every page needs the `read` role
@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from model.schema import OPERATIONS
+from model.schema import CATEGORIES, OPERATIONS
 from service.api.auth import Role
 from service.api.deps import ModelsDep, StoreDep
 from service.console.access import Access, require
@@ -223,7 +223,7 @@ async def render_order(
 @router.get("/failures")
 async def failures_page(
     request: Request,
-    _: ReaderDep,
+    access: ReaderDep,
     page: RendererDep,
     store: StoreDep,
     hours: HoursQuery = 24,
@@ -251,6 +251,53 @@ async def failures_page(
         disagreeing=sum(1 for g in groups if g.disagrees),
         codes=codes,
         chart=codes_chart(codes),
+        can_pin=access.can_admin,
+        categories=CATEGORIES,
+    )
+
+
+@router.get("/rules")
+async def rules_page(
+    request: Request,
+    access: ReaderDep,
+    page: RendererDep,
+    store: StoreDep,
+    created: int | None = None,
+    removed: int | None = None,
+) -> Response:
+    """The live operators' rules with their hits, the latest changes, and (admin) a form to add one."""
+    notice = f"Rule {created} added." if created else f"Rule {removed} removed." if removed else None
+    return await render_rules(request, page, store, access, notice=notice)
+
+
+async def render_rules(
+    request: Request,
+    page: Renderer,
+    store: Any,
+    access: Access,
+    *,
+    notice: str | None = None,
+    errors: list[str] | None = None,
+    form: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    def read() -> tuple[Any, Any]:
+        return store.live_rules()[1], store.rule_history(limit=50)
+
+    live, history = await anyio.to_thread.run_sync(read)
+    return page.page(
+        request,
+        "rules.html",
+        "rules",
+        status_code=status_code,
+        rules=live,
+        history=history,
+        can_change=access.can_admin,
+        notice=notice,
+        errors=errors or [],
+        form=form or {},
+        categories=CATEGORIES,
+        operations=OPERATIONS,
     )
 
 

@@ -6,6 +6,7 @@ StoreError
 ├── InvalidTransition   the order's state does not allow the change
 ├── LeaseLost           another worker took the order; nothing was written
 ├── InvalidCursor       a list cursor that this store did not hand out
+├── RuleNotFound        no live rule with that rule_id
 └── StoreUnavailable    the database cannot be reached or opened (the original is __cause__)
 """
 
@@ -61,6 +62,14 @@ class InvalidCursor(StoreError):
     def __init__(self, cursor: str) -> None:
         self.cursor = cursor
         super().__init__(cursor=cursor)
+
+
+class RuleNotFound(StoreError):
+    """Rule {rule_id} does not exist (or was removed)."""
+
+    def __init__(self, rule_id: int) -> None:
+        self.rule_id = rule_id
+        super().__init__(rule_id=rule_id)
 
 
 class StoreUnavailable(StoreError):

@@ -42,6 +42,8 @@ class NewAttempt:
     model_version: str | None = None
     explanation: Any = None
     exploration: bool | None = None
+    decided_by: str | None = None
+    rule_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,9 @@ class AttemptRecord:
     explanation: Any
     actor: str
     exploration: bool | None = None
+    #: "model" or "rule" (None on attempts without a classification, or written before rules existed)
+    decided_by: str | None = None
+    rule_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,83 @@ class FirstFailure:
     later_attempts: int
 
 
+#: The fields of a rule that an operator sets (service/rules.py validates them): four match fields, then the decision.
+RULE_FIELDS = ("insurer", "operation", "error_code", "message_contains", "decision", "category", "reason")
+
+
+@dataclass(frozen=True, slots=True)
+class NewRule:
+    """A validated rule to store (service.rules.RuleDraft makes them)."""
+
+    insurer: str | None
+    operation: str | None
+    error_code: str | None
+    message_contains: str | None
+    decision: str
+    category: str | None
+    reason: str
+
+    def content(self) -> tuple[str | None, ...]:
+        """The operator's fields, in RULE_FIELDS order: two rules with equal content are the same rule."""
+        return tuple(getattr(self, name) for name in RULE_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRecord:
+    """A stored rule; `deleted_at` is set once it was removed (it no longer applies)."""
+
+    rule_id: int
+    insurer: str | None
+    operation: str | None
+    error_code: str | None
+    message_contains: str | None
+    decision: str
+    category: str | None
+    reason: str
+    created_at: dt.datetime
+    created_by: str
+    hits: int = 0
+    #: of the hits, how many the model alone would have decided the other way
+    overrides: int = 0
+    deleted_at: dt.datetime | None = None
+    deleted_by: str | None = None
+
+    def content(self) -> tuple[str | None, ...]:
+        return tuple(getattr(self, name) for name in RULE_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleChange:
+    """One entry of the rules' history: a rule `created` or `deleted`, by whom and when."""
+
+    change_id: int
+    rule_id: int
+    action: str
+    at: dt.datetime
+    actor: str
+    rule: RuleRecord
+
+
+def rule_from_row(row: RowMapping) -> RuleRecord:
+    """A RuleRecord from a row of `rules`."""
+    return RuleRecord(
+        rule_id=row["id"],
+        insurer=row["insurer"],
+        operation=row["operation"],
+        error_code=row["error_code"],
+        message_contains=row["message_contains"],
+        decision=row["decision"],
+        category=row["category"],
+        reason=row["reason"],
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+        hits=int(row["hits"]),
+        overrides=int(row["overrides"]),
+        deleted_at=row["deleted_at"],
+        deleted_by=row["deleted_by"],
+    )
+
+
 def order_from_row(row: RowMapping, attempt_log: tuple[AttemptRecord, ...] | None = None) -> OrderRecord:
     """An OrderRecord from a row of `orders`."""
     return OrderRecord(
@@ -166,6 +248,8 @@ def attempt_from_row(row: RowMapping) -> AttemptRecord:
         explanation=row["explanation"],
         actor=row["actor"],
         exploration=row["exploration"],
+        decided_by=row["decided_by"],
+        rule_id=row["rule_id"],
     )
 
 

@@ -1,4 +1,4 @@
-"""OrderStore: every read and write of orders, attempts and transitions, one transaction per method.
+"""OrderStore: every read and write of orders, attempts, transitions and rules, one transaction per method.
 
 Together with its helper module `queries`, the only place in asyncgate that issues SQL, always as
 SQLAlchemy expressions. Database outages surface as `StoreUnavailable` (the driver's error kept as
@@ -40,6 +40,7 @@ from service.store.records import (
     order_from_row,
     transition_from_row,
 )
+from service.store.rules import RuleStore
 from service.store.tables import OrderState, orders, transitions
 
 MAX_LIST_LIMIT: Final = 1000
@@ -53,7 +54,7 @@ _LAST_OUTCOME: Final[dict[str, LastOutcome]] = {
 _UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
 
 
-class OrderStore(ConsoleReads):
+class OrderStore(ConsoleReads, RuleStore):
     """The durable order store on one Engine (SQLite or PostgreSQL), safe to share between threads."""
 
     def __init__(self, engine: sa.Engine) -> None:

@@ -1,4 +1,4 @@
-"""The order store's schema: orders (the schedule itself), attempts and transitions, all times UTC.
+"""The order store's schema: orders (the schedule itself), attempts, transitions and operators' rules, all times UTC.
 
 The orders table is the job queue: a row in ASYNC_PROCESSING whose `next_attempt_at` has passed and
 whose lease is free is due for re-execution. `UTCDateTime` makes every time column read and write
@@ -113,6 +113,9 @@ attempts = sa.Table(
     sa.Column("actor", sa.String(160), nullable=False),
     # True when a failure the model called final was sent async to learn its outcome (exploration)
     sa.Column("exploration", sa.Boolean(), nullable=True),
+    # who decided the classification (migration 0004): "model" or "rule", and the rule's id
+    sa.Column("decided_by", sa.String(8), nullable=True),
+    sa.Column("rule_id", BigId, nullable=True),
     sa.Index("ix_attempts_order_pk", "order_pk"),
 )
 
@@ -127,4 +130,39 @@ transitions = sa.Table(
     sa.Column("reason", sa.String(200), nullable=False),
     sa.Column("actor", sa.String(160), nullable=False),
     sa.Index("ix_transitions_order_pk", "order_pk"),
+)
+
+# Operators' rules (migration 0004, service/rules.py): a rule is never edited; removing one sets
+# `deleted_at`/`deleted_by`, and every creation and removal is a row of `rule_changes`, whose largest
+# id is the rule set's version (the cheap check each process polls). `hits` and `overrides`
+# grow by periodic flushes (service/rules.py).
+rules = sa.Table(
+    "rules",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("insurer", sa.String(128), nullable=True),
+    sa.Column("operation", sa.String(64), nullable=True),
+    sa.Column("error_code", sa.String(256), nullable=True),
+    sa.Column("message_contains", sa.String(512), nullable=True),
+    sa.Column("decision", sa.String(8), nullable=False),
+    sa.Column("category", sa.String(64), nullable=True),
+    sa.Column("reason", sa.String(1000), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(160), nullable=False),
+    sa.Column("deleted_at", UTCDateTime(), nullable=True),
+    sa.Column("deleted_by", sa.String(160), nullable=True),
+    sa.Column("hits", sa.BigInteger(), nullable=False, server_default="0"),
+    # of those hits, how many the model alone would have decided the other way
+    sa.Column("overrides", sa.BigInteger(), nullable=False, server_default="0"),
+)
+
+rule_changes = sa.Table(
+    "rule_changes",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("rule_id", BigId, sa.ForeignKey("rules.id", name="fk_rule_changes_rule"), nullable=False),
+    sa.Column("action", sa.String(8), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("actor", sa.String(160), nullable=False),
+    sa.Index("ix_rule_changes_rule_id", "rule_id"),
 )

@@ -2,10 +2,11 @@
 
 A seeded SQLite store and a toy model are served by `python -m service serve` with API keys
 configured; the browser logs in, reads every page, filters, opens an order's timeline, is refused a
-requeue with a read key and requeues with an admin key. Each page's screenshot is written to
-$SCREENSHOT_DIR (default reports/screenshots/; `SCREENSHOT_DIR=docs/screenshots` refreshes the
-README's). Without Chromium (or Playwright) the tests skip with the reason; under CI=true they fail.
-Playwright never downloads a browser here: it launches the system's Chromium by path.
+requeue with a read key and requeues with an admin key, and pins a failure group as a rule. Each
+page's screenshot is written to $SCREENSHOT_DIR (default reports/screenshots/;
+`SCREENSHOT_DIR=docs/screenshots` refreshes the README's). Without Chromium (or Playwright) the
+tests skip with the reason; under CI=true they fail. Playwright never downloads a browser here: it
+launches the system's Chromium by path.
 """
 
 from __future__ import annotations
@@ -202,3 +203,21 @@ def test_requeue_is_refused_with_a_read_key_and_works_with_an_admin_key(page: An
     page.wait_for_selector("#notice")
     assert page.inner_text("#order-facts dd:nth-of-type(3)") == "ASYNC_PROCESSING"
     assert "console:admin" in page.inner_text("#timeline")
+
+
+def test_an_admin_pins_a_failure_group_and_removes_the_rule(page: Any) -> None:
+    login(page, ADMIN_KEY, next_path="/console/failures")
+    first = page.locator("#groups tbody tr").first
+    first.locator("details.pin summary").click()
+    form = first.locator("form.pin-form")
+    form.locator("select[name=decision]").select_option("final")
+    form.locator("input[name=reason]").fill("acme read timeouts are final")
+    form.locator("button[type=submit]").click()
+    page.wait_for_url("**created=**")
+    row = page.locator("#rules tbody tr").first
+    assert "acme read timeouts are final" in row.inner_text()
+    assert "readtimeout" in row.inner_text().lower(), "the group's message phrase is what the rule matches"
+    row.locator(".remove-rule").click()  # the page fixture accepts the confirmation
+    page.wait_for_url("**removed=**")
+    assert page.locator("#no-rules").count() == 1
+    assert "deleted" in page.inner_text("#rule-history")

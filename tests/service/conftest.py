@@ -33,6 +33,7 @@ from service.config import Settings
 from service.gateway import InsurerGateway, InsurerRegistry
 from service.metrics import Metrics
 from service.processing import OrderProcessor, utcnow
+from service.rules import RuleBook
 from service.runtime import retry_policy
 from service.scoring import ModelHolder, ServingModel
 from service.store import OrderStore, create_db_engine
@@ -259,6 +260,8 @@ def run_worker(
         engine = create_db_engine(settings.resolved_db_url)
         try:
             store = OrderStore(engine)
+            rules = RuleBook()
+            rules.load(store, force=True)  # as open_runtime does: the operators' rules in the database
             async with service.insurer.http_client() as http:
                 processor = OrderProcessor(
                     store,
@@ -270,6 +273,7 @@ def run_worker(
                     max_payload_bytes=settings.max_payload_bytes,
                     rng=random.Random(0),
                     clock=clock,
+                    rules=rules,
                 )
                 worker = Worker(processor, store, worker_id="worker:test", lease_s=settings.lease_s, poll_s=0.01)
                 if until is None:

@@ -15,7 +15,16 @@ from service.scoring import ServingModel
 from tests.factories import failure_row
 from tests.service.conftest import BUSY_MESSAGE, FINAL_MESSAGE, MODEL_VERSION, Service
 
-RESPONSE_KEYS = {"async_eligible", "probability", "threshold", "category", "model_version", "explanation"}
+RESPONSE_KEYS = {
+    "async_eligible",
+    "probability",
+    "threshold",
+    "category",
+    "model_version",
+    "explanation",
+    "decided_by",  # contract section 7
+    "rule_id",
+}
 
 
 def classify(service: Service, **overrides: Any) -> dict[str, Any]:
@@ -174,7 +183,7 @@ def test_big_batches_are_scored_in_a_thread_with_the_same_results(
 
     async def spy(func: Any, *args: Any, **kwargs: Any) -> Any:
         if getattr(func, "__name__", "") == "classify_many":
-            threaded.append(len(args[0]))
+            threaded.append(len(args[-1]))  # classify_many(model, failures)
         return await original(func, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", spy)

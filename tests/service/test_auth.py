@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,13 @@ def test_parse_roles() -> None:
     assert READ_KEY.encode() not in b"".join(keys.roles), "only digests are kept"
 
 
+def test_names_are_given_or_derived_from_the_digest() -> None:
+    keys = ApiKeys.parse(f"{READ_KEY}:read:ops-alice, {ADMIN_KEY}:admin")
+    assert keys.name_of(READ_KEY) == "ops-alice" and keys.role_of(READ_KEY) is Role.READ
+    derived = keys.name_of(ADMIN_KEY)
+    assert derived is not None and re.fullmatch(r"key-[0-9a-f]{8}", derived) and derived == keys.name_of(ADMIN_KEY)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -41,6 +49,8 @@ def test_parse_roles() -> None:
         (f"{READ_KEY} x:read", "16 to 256 visible ASCII"),
         (f"{READ_KEY}:owner", "unknown role 'owner'"),
         (f"{READ_KEY}:read,{READ_KEY}:write", "entry 2 repeats an earlier key"),
+        (f"{READ_KEY}:read:two words", "a name is 1 to 64 characters"),
+        (f"{READ_KEY}:read:a:b", "is not KEY:ROLE or KEY:ROLE:NAME"),
     ],
 )
 def test_parse_refuses_bad_lists_without_echoing_keys(text: str, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 
@@ -135,3 +136,19 @@ def test_the_collector_exports_gauges(model: ServingModel):
 def test_verdict_exploration_flag_is_not_in_the_api_shape(model: ServingModel):
     verdict: Verdict = model.classify(Failure("acme", "pay", None, "x", None, None))
     assert "exploration" not in verdict.as_dict()
+
+
+def test_the_async_rate_counts_the_models_decision_not_a_rules(model: ServingModel):
+    from service.rules import RuleBook, RuleSet
+    from service.store import RuleRecord
+
+    pin_final = RuleRecord(1, None, None, "E1001", None, "final", None, "ops", dt.datetime.now(dt.UTC), "t")
+    book = RuleBook(RuleSet([pin_final], 1))
+    monitor = DriftMonitor(THRESHOLDS, clock=Clock())
+    failure = Failure("acme", "underwrite", "E1001", "系统繁忙，请稍后再试 order P1234567890", 503, 20.0)
+    for _ in range(7):
+        pinned = book.classify(model, failure)
+        assert pinned.decided_by == "rule" and not pinned.async_eligible
+        monitor.observe(model, failure, pinned)
+    observe(monitor, model, 13, error_code="SYSTEMERROR", error_message="余额不足 order P1234567890", http_status=200)
+    assert monitor.report(model)["insurers"]["acme"]["async_rate"] == 0.35, "as if no rule pinned the 7"

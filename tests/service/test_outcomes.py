@@ -154,3 +154,46 @@ def test_cli_export_outcomes_and_models_report(start_service: Callable[..., Serv
     assert json.loads(report_json.read_text())["candidates"]["cand-1"]["rows"] == 4
     bad = runner.invoke(cli, ["export-outcomes", "--db-url", db, "--out", str(out), "--since", "yesterday"])
     assert bad.exit_code == 2 and "ISO-8601" in bad.output
+
+
+def test_rule_decided_first_failures_are_labelled_with_their_source(
+    start_service: Callable[..., Service], serving_model: ServingModel, tmp_path: Path
+):
+    svc = start_service(**SMALL_RETRY)
+
+    def rule(**fields: object) -> int:
+        response = svc.client.post("/admin/rules", json={"decision": "async", "reason": "ops"} | fields)
+        assert response.status_code == 201, response.text
+        rule_id: int = response.json()["rule_id"]
+        return rule_id
+
+    agrees = rule(error_code="E1001", category="insurer_busy")  # the model says async too
+    flips = rule(message_contains="身份证")  # the model says final
+    svc.insurer.script("RA", busy(), success())
+    svc.insurer.script("RB", final(), success())
+    svc.insurer.script("RC", failure(BUSY_MESSAGE, code="E7", status=503), success())
+    for order_id in ("RA", "RB", "RC"):
+        assert svc.process(order_id).json()["state"] == "ASYNC_PROCESSING"
+        svc.wait_until_due(order_id)
+    run_worker(svc, serving_model)
+    out = tmp_path / "outcomes.csv"
+    engine = create_db_engine(svc.settings.resolved_db_url)
+    try:
+        store = OrderStore(engine)
+        export_outcomes(store, out)
+        svc.app.state.rules.flush(store)
+    finally:
+        engine.dispose()
+    with out.open(encoding="utf-8") as handle:
+        rows = {r["order_id"]: r for r in csv.DictReader(handle)}
+    assert {k: (r["label_source"], r["rule_id"], r["async_eligible"]) for k, r in rows.items()} == {
+        "RA": ("rule", str(agrees), "1"),
+        "RB": ("rule", str(flips), "1"),
+        "RC": ("outcome", "", "1"),
+    }
+    report = svc.client.get("/admin/model/report").json()
+    by_rule = {entry["rule_id"]: entry for entry in report["rules"]}
+    assert (by_rule[agrees]["hits"], by_rule[agrees]["overrides"]) == (1, 0)
+    assert (by_rule[flips]["hits"], by_rule[flips]["overrides"], by_rule[flips]["override_share"]) == (1, 1, 1.0)
+    assert by_rule[flips]["outcomes"]["1"] == 1 and by_rule[flips]["later_succeeded"] == 1.0
+    assert by_rule[flips]["match"] == {"message_contains": "身份证"}
