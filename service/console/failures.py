@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 from model.calibration import reliability
 from model.text import normalize_message
@@ -45,6 +45,8 @@ class FailureGroup:
     error_code: str | None
     template: str
     example: str
+    #: the latest verdict's explanation (its spans are highlighted in `example`)
+    example_explanation: Any = None
     failures: int = 0
     async_votes: int = 0
     probability_sum: float = 0.0
@@ -145,7 +147,7 @@ def group_failures(observations: Iterable[FailureObservation]) -> list[FailureGr
         key = (o.error_code, template)
         group = groups.get(key)
         if group is None:
-            group = groups[key] = FailureGroup(o.error_code, template, o.error_message or "")
+            group = groups[key] = FailureGroup(o.error_code, template, o.error_message or "", o.explanation)
         group.failures += 1
         group.insurers[o.insurer] += 1
         group.order_states[o.order_pk] = o.order_state

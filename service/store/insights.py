@@ -65,6 +65,7 @@ class FailureObservation:
     probability: float | None
     category: str | None
     model_version: str | None
+    explanation: Any = None  # the verdict's explanation items (contract section 7), as stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +235,7 @@ class ConsoleReads:
                 attempts.c.probability,
                 attempts.c.category,
                 attempts.c.model_version,
+                attempts.c.explanation,
             )
             .select_from(attempts.join(orders, orders.c.id == attempts.c.order_pk))
             .where(

@@ -24,8 +24,15 @@ BUSY = "系统繁忙，请稍后再试 (流水号 {n:012d})"
 PROCESSING = "交易处理中，请稍后查询"
 FINAL = "身份证号码格式不正确: 110101199003071234"
 TIMEOUT = "ReadTimeout: timed out after 2000 ms (order {order_id})"
-EXPLAIN_ASYNC = [{"feature": "msg: 繁忙", "weight": 1.42}, {"feature": "status=503", "weight": 0.61}]
-EXPLAIN_FINAL = [{"feature": "msg: 身份证", "weight": -2.1}, {"feature": "code=E2001", "weight": -0.4}]
+EXPLAIN_ASYNC = [
+    {"kind": "text", "feature": "text:'系统繁忙'", "weight": 1.42, "span": "系统繁忙"},
+    {"kind": "text", "feature": "text:'timed out'", "weight": 1.1, "span": "timed out"},
+    {"kind": "status", "feature": "status=503", "weight": 0.61},
+]
+EXPLAIN_FINAL = [
+    {"kind": "text", "feature": "text:'身份证号码'", "weight": -2.1, "span": "身份证号码"},
+    {"kind": "code", "feature": "insurer_code=acme|e2001", "weight": -0.4},
+]
 
 
 def _failure(message: str, *, code: str | None, status: int | None, p: float, category: str) -> NewAttempt:

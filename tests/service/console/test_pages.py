@@ -78,7 +78,9 @@ def test_order_page_shows_the_timeline(service: Service, seeded: dict[str, list[
     assert page.text.count('data-kind="attempt"') == 3
     assert page.text.count('data-outcome="unknown"') == 3
     assert "decision: async" in page.text and "p = 0.970" in page.text
-    assert "ReadTimeout" in page.text and "msg: 繁忙" in page.text
+    assert "ReadTimeout" in page.text and "“系统繁忙”" in page.text  # text items show their span
+    # the message with the explanation's spans marked by sign (contract section 7)
+    assert 'ReadTimeout: <mark class="span-pos" title="+1.100 (towards async)">timed out</mark> after' in page.text
     assert 'data-kind="transition"' in page.text and "received" in page.text
     assert 'id="requeue-form"' in page.text, "open mode: a DEAD order can be requeued"
     succeeded = service.client.get(f"/console/orders/{seeded['SUCCEEDED'][0]}")
@@ -108,6 +110,9 @@ def test_failures_page_puts_disagreements_first(service: Service, seeded: dict[s
     assert {code for _, _, code in rows} == {"—", "E1001", "E2001", "E3003"}
     assert [code for _, flag, code in rows if flag == "yes"] == ["—", "E3003"], "processing → FAILED disagrees too"
     assert "系统繁忙" in page.text and "&lt;num&gt;" in page.text, "grouped by the normalized template"
+    # each group's latest message, with the words that pushed its verdict marked
+    assert '<mark class="span-pos" title="+1.420 (towards async)">系统繁忙</mark>，请稍后再试' in page.text
+    assert '<mark class="span-neg" title="-2.100 (towards final)">身份证号码</mark>格式不正确' in page.text
     assert 'id="codes-data"' in page.text
 
 
