@@ -1,8 +1,11 @@
-"""Model artifacts: a versioned directory holding `model.skops` and `model_card.json`.
+"""Model artifacts: a versioned directory holding `model.skops`, `serving.npz` and `model_card.json`.
 
 The card records the version, protocol, library versions, training data hash/size/sources,
-threshold, metrics, feature schema and the SHA-256 of the model file. Loading verifies all of it
-before a single byte is deserialized, and deserializes with skops against an explicit allowlist:
+threshold, metrics, feature schema and the SHA-256 of both model files. Loading verifies all of it
+before a single byte is read. Serving reads only the serving file (model/serving.py: the scorer's
+tables, no scikit-learn, no skops), so a cold start does not import the training machinery; the skops
+model — the reference pipeline — is deserialized on first use of `LoadedModel.classifier`, with skops
+against an explicit allowlist:
 
     ArtifactError
     ├── ArtifactNotFound       no card / model file where one was expected
@@ -21,16 +24,15 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
-import scipy
-import sklearn
-import skops
-import skops.io as sio
+from model.serving import SERVING_FILE, ScorerTables, read_serving_file, tables_of, write_serving_file
 
-from model.classifier import FailureClassifier
+if TYPE_CHECKING:
+    from model.classifier import FailureClassifier
 
 PROTOCOL: Final = 2  # 2: word n-grams beside the character n-grams; insurer-scoped codes
 MODEL_FILE: Final = "model.skops"
@@ -60,15 +62,25 @@ class ArtifactIncompatible(ArtifactError):
     """The artifact was written by an incompatible protocol or library version, or holds untrusted types."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class LoadedModel:
-    classifier: FailureClassifier
+    """A verified artifact: its card, the serving tables, and the reference classifier on demand."""
+
     card: dict[str, Any]
     path: Path
+    tables: ScorerTables
+    _classifier: FailureClassifier | None = None
 
     @property
     def version(self) -> str:
         return str(self.card["version"])
+
+    @property
+    def classifier(self) -> FailureClassifier:
+        """The skops model (the sklearn pipeline), deserialized against the allowlist on first use."""
+        if self._classifier is None:
+            self._classifier = _load_classifier(self.path, self.card)
+        return self._classifier
 
 
 def sha256_file(path: Path) -> str:
@@ -79,13 +91,21 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _installed(distribution: str) -> str:
+    try:
+        return installed_version(distribution)
+    except PackageNotFoundError:
+        return ""
+
+
 def library_versions() -> dict[str, str]:
+    """Versions of the libraries an artifact depends on (read from the installed metadata: no imports)."""
     return {
         "python": platform.python_version(),
-        "scikit-learn": sklearn.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "skops": skops.__version__,
+        "scikit-learn": _installed("scikit-learn"),
+        "numpy": _installed("numpy"),
+        "scipy": _installed("scipy"),
+        "skops": _installed("skops"),
     }
 
 
@@ -126,14 +146,20 @@ def save_artifact(
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_dir))
     try:
+        import skops.io as sio
+
         model_path = staging / MODEL_FILE
         sio.dump(classifier, model_path, compression=zipfile.ZIP_DEFLATED)
+        serving_path = staging / SERVING_FILE
+        write_serving_file(tables_of(classifier), serving_path)
         card = {
             "version": version,
             "protocol": PROTOCOL,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "model_file": MODEL_FILE,
             "model_sha256": sha256_file(model_path),
+            "serving_file": SERVING_FILE,
+            "serving_sha256": sha256_file(serving_path),
             "libraries": library_versions(),
             "git_sha": _git_sha(),
             "training_data": data,
@@ -187,25 +213,45 @@ def read_card(artifact_dir: Path) -> dict[str, Any]:
 
 
 def load_artifact(artifact_dir: Path) -> LoadedModel:
-    """Verify the card (protocol, scikit-learn minor version, SHA-256, allowlist), then load."""
+    """Verify the card (protocol, scikit-learn minor version, SHA-256 of both files), then read the
+    serving tables. The skops model is deserialized (allowlist checked) on first use of `.classifier`."""
     card = read_card(artifact_dir)
     if card.get("protocol") != PROTOCOL:
         raise ArtifactIncompatible(artifact_dir, f"protocol {card.get('protocol')!r}, this asyncgate reads {PROTOCOL}")
     trained_with = str(card.get("libraries", {}).get("scikit-learn", ""))
-    if trained_with.split(".")[:2] != sklearn.__version__.split(".")[:2]:
-        raise ArtifactIncompatible(
-            artifact_dir, f"trained with scikit-learn {trained_with or '?'}, running {sklearn.__version__}"
-        )
-    model_path = artifact_dir / str(card.get("model_file", MODEL_FILE))
-    if not model_path.is_file():
-        raise ArtifactNotFound(artifact_dir, f"no model file {model_path.name}")
-    actual = sha256_file(model_path)
-    if actual != card.get("model_sha256"):
+    running = _installed("scikit-learn")
+    if trained_with.split(".")[:2] != running.split(".")[:2]:
+        raise ArtifactIncompatible(artifact_dir, f"trained with scikit-learn {trained_with or '?'}, running {running}")
+    _verified(artifact_dir, card, "model_file", MODEL_FILE, "model_sha256")
+    serving_path = _verified(artifact_dir, card, "serving_file", SERVING_FILE, "serving_sha256")
+    try:
+        tables = read_serving_file(serving_path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ArtifactIntegrityError(artifact_dir, f"{serving_path.name} is unreadable: {exc}") from exc
+    return LoadedModel(card=card, path=artifact_dir, tables=tables)
+
+
+def _verified(artifact_dir: Path, card: dict[str, Any], name_key: str, default: str, sha_key: str) -> Path:
+    """The path of one of the artifact's files, after checking its SHA-256 against the card."""
+    path = artifact_dir / str(card.get(name_key, default))
+    if not path.is_file():
+        raise ArtifactNotFound(artifact_dir, f"no model file {path.name}")
+    actual = sha256_file(path)
+    if actual != card.get(sha_key):
         raise ArtifactIntegrityError(
             artifact_dir,
-            f"{model_path.name} has SHA-256 {actual[:12]}…, the card records "
-            f"{str(card.get('model_sha256'))[:12]}… (tampered or truncated)",
+            f"{path.name} has SHA-256 {actual[:12]}…, the card records "
+            f"{str(card.get(sha_key))[:12]}… (tampered or truncated)",
         )
+    return path
+
+
+def _load_classifier(artifact_dir: Path, card: dict[str, Any]) -> FailureClassifier:
+    import skops.io as sio
+
+    from model.classifier import FailureClassifier
+
+    model_path = _verified(artifact_dir, card, "model_file", MODEL_FILE, "model_sha256")
     try:
         untrusted = set(sio.get_untrusted_types(file=model_path))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
@@ -216,4 +262,4 @@ def load_artifact(artifact_dir: Path) -> LoadedModel:
     classifier = sio.load(model_path, trusted=sorted(untrusted))
     if not isinstance(classifier, FailureClassifier):
         raise ArtifactIncompatible(artifact_dir, f"holds a {type(classifier).__name__}, not a FailureClassifier")
-    return LoadedModel(classifier=classifier, card=card, path=artifact_dir)
+    return classifier

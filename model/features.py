@@ -32,6 +32,7 @@ from model.text import (
     LATENCY_EDGES_MS,
     LATENCY_FEATURES,
     WHOLE_SECOND_SLACK,
+    WORD_TOKEN_PATTERN,
     categorical_tokens,
     normalize_message,
 )
@@ -62,10 +63,6 @@ def distinct_categoricals(
     )
     dicts = [dict.fromkeys(categorical_tokens(*key[:4], code_hidden=key[4]), 1.0) for key in seen]
     return dicts, index
-
-
-#: Latin words of two or more letters (and the `<mask>` tokens), what the word n-grams are made of.
-WORD_TOKEN_PATTERN = r"<?[a-z]{2,}>?"
 
 
 def message_vectorizers(

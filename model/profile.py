@@ -13,11 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import pandas as pd
-
+from model.records import is_missing
 from model.schema import LABEL_COLUMN
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROFILE_KEY: Final = "profile"
 #: At most this many distinct codes are kept per insurer (the most frequent ones).
@@ -25,7 +27,7 @@ MAX_CODES_PER_INSURER: Final = 2000
 
 
 def _code(value: Any) -> str | None:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return None
     text = str(value).strip()
     return text or None

@@ -7,12 +7,14 @@ empty strings, NaN and pandas NA become None, so every feature function sees one
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from model.schema import FEATURE_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Failure(NamedTuple):
@@ -26,21 +28,31 @@ class Failure(NamedTuple):
     latency_ms: float | None
 
 
+def is_missing(value: Any) -> bool:
+    """None, NaN or pandas' NA (pandas is imported only where frames are: serving never loads it)."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and value is pandas.NA
+
+
 def _text(value: Any) -> str | None:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return None
     text = str(value)
     return text if text.strip() else None
 
 
 def _int(value: Any) -> int | None:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return None
     return int(value)
 
 
 def _float(value: Any) -> float | None:
-    if value is None or value is pd.NA:
+    if is_missing(value):
         return None
     number = float(value)
     return None if math.isnan(number) else number
@@ -69,6 +81,8 @@ def failure_from_mapping(record: Mapping[str, Any]) -> Failure:
 
 def iter_failures(frame: pd.DataFrame) -> Iterator[Failure]:
     """Rows of a frame holding FEATURE_COLUMNS → Failures, in order."""
+    import pandas as pd
+
     columns = [frame[name] if name in frame.columns else pd.Series([None] * len(frame)) for name in FEATURE_COLUMNS]
     for values in zip(*columns, strict=True):
         yield make_failure(*values)
@@ -76,6 +90,8 @@ def iter_failures(frame: pd.DataFrame) -> Iterator[Failure]:
 
 def frame_from_failures(failures: list[Failure]) -> pd.DataFrame:
     """Failures → the DataFrame shape the sklearn pipeline takes (the reference path)."""
+    import pandas as pd
+
     frame = pd.DataFrame(failures, columns=list(FEATURE_COLUMNS))
     frame["http_status"] = frame["http_status"].astype("Int64")
     frame["latency_ms"] = frame["latency_ms"].astype("float64")

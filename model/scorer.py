@@ -29,16 +29,17 @@ import re
 import unicodedata
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import numpy as np
 
-from model.classifier import FailureClassifier
-from model.features import WORD_TOKEN_PATTERN
 from model.records import Failure
 from model.schema import CATEGORIES
-from model.text import LATENCY_FEATURES, categorical_tokens, latency_features, normalize_message
+from model.serving import ScorerTables, tables_of
+from model.text import LATENCY_FEATURES, WORD_TOKEN_PATTERN, categorical_tokens, latency_features, normalize_message
 
+if TYPE_CHECKING:
+    from model.classifier import FailureClassifier
 TOP_FEATURES: Final = 5
 K = TypeVar("K", bound=Hashable)
 
@@ -77,7 +78,7 @@ class _Part:
 SPAN_CJK_CHARS: Final = 4
 SPAN_WORDS: Final = 3
 _CJK: Final = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_WORD_TOKEN: Final = re.compile(WORD_TOKEN_PATTERN)
+_WORD_TOKEN: Final = re.compile(WORD_TOKEN_PATTERN)  # the default pattern; spans read what the model read
 _LATIN_WORD: Final = re.compile(r"(?<![<\w])[a-z]{2,}(?![>\w])")
 _FIELD_KINDS: Final = (
     ("insurer_code=", "code"),
@@ -100,6 +101,36 @@ def _abs_weight(item: Contribution) -> float:
     return abs(item.weight)
 
 
+def char_wb_ngrams(text: str, low: int, high: int) -> list[str]:
+    """scikit-learn's `char_wb` analyzer (lowercase off, no accent stripping): character n-grams inside
+    each whitespace-separated word padded with one space, a word shorter than n counted once."""
+    grams: list[str] = []
+    append = grams.append
+    for word in text.split():
+        padded = f" {word} "
+        size = len(padded)
+        for n in range(low, high + 1):
+            offset = 0
+            append(padded[offset : offset + n])
+            while offset + n < size:
+                offset += 1
+                append(padded[offset : offset + n])
+            if offset == 0:
+                break
+    return grams
+
+
+def word_ngrams(tokens: list[str], low: int, high: int) -> list[str]:
+    """scikit-learn's word n-grams of a token list (in its order: the unigrams, then longer n-grams)."""
+    if high == 1:
+        return list(tokens) if low == 1 else []
+    grams = list(tokens) if low == 1 else []
+    for n in range(max(low, 2), min(high + 1, len(tokens) + 1)):
+        for i in range(len(tokens) - n + 1):
+            grams.append(" ".join(tokens[i : i + n]))
+    return grams
+
+
 def _grams(text: str, low: int, high: int) -> Iterator[str]:
     """Every n-gram of `text` for n in low..high, each place once (overlapping ones included)."""
     for n in range(low, high + 1):
@@ -113,6 +144,7 @@ def text_spans(
     word_weights: dict[str, float],
     char_range: tuple[int, int],
     word_range: tuple[int, int],
+    word_pattern: re.Pattern[str] = _WORD_TOKEN,
 ) -> list[Contribution]:
     """Readable spans of a normalized message, each with the summed weight of the n-grams inside it,
     strongest first and not overlapping: runs of two to SPAN_CJK_CHARS CJK characters, and one to
@@ -126,7 +158,7 @@ def text_spans(
         for gram in _grams(f" {word} ", low, high):
             if gram in char_weights:
                 char_places[gram] = char_places.get(gram, 0) + 1
-    tokens = _WORD_TOKEN.findall(normalized)
+    tokens = word_pattern.findall(normalized)
     word_places: dict[str, int] = {}
     for gram in _grams_of_words(tokens, *word_range):
         if gram in word_weights:
@@ -184,47 +216,47 @@ def _grams_of_words(tokens: list[str], low: int, high: int) -> Iterator[str]:
 class FastScorer:
     """Scores Failures with a fitted FailureClassifier's weights."""
 
-    def __init__(self, classifier: FailureClassifier, *, cache_size: int = 100_000):
-        features = classifier.features_
-        chars, words = features.message_vectorizer_, features.word_vectorizer_
-        n_chars = features.n_char_features_
-        n_text = features.n_message_features_
-        coef = np.asarray(classifier.classifier_.coef_, dtype=np.float64)[0]
+    def __init__(self, model: FailureClassifier | ScorerTables, *, cache_size: int = 100_000):
+        tables = model if isinstance(model, ScorerTables) else tables_of(model)
+        n_chars = len(tables.char_terms)
+        n_text = n_chars + len(tables.word_terms)
+        coef = tables.coef
+        chars = {term: i for i, term in enumerate(tables.char_terms)}
+        words = {term: i for i, term in enumerate(tables.word_terms)}
+        self._char_range = tables.char_range
+        self._word_range = tables.word_range
+        word_pattern = self._word_pattern = re.compile(tables.word_pattern)
+        low, high = tables.char_range
+        w_low, w_high = tables.word_range
+
+        def chars_of(text: str) -> list[str]:
+            return char_wb_ngrams(text, low, high)
+
+        def words_of(text: str) -> list[str]:
+            return word_ngrams(word_pattern.findall(text), w_low, w_high)
+
         # the two message blocks: (analyzer, vocabulary, idf, first column); each block is L2-normalized
-        self._blocks = (
-            (chars.build_analyzer(), chars.vocabulary_, np.asarray(chars.idf_, dtype=np.float64), 0),
-            (words.build_analyzer(), words.vocabulary_, np.asarray(words.idf_, dtype=np.float64), n_chars),
-        )
-        self._char_range = tuple(chars.ngram_range)
-        self._word_range = tuple(words.ngram_range)
+        self._blocks = ((chars_of, chars, tables.char_idf, 0), (words_of, words, tables.word_idf, n_chars))
         self._n_chars = n_chars
         self._text_weights = coef[:n_text]
-        self._grams = features.message_grams()
-        field_names = features.field_names()
-        field_columns = {name: n_text + i for i, name in enumerate(field_names)}
+        self._grams = [*tables.char_terms, *tables.word_terms]
+        field_columns = {name: n_text + i for i, name in enumerate(tables.field_names)}
         self._weights = {name: float(coef[column]) for name, column in field_columns.items()}
-        self._intercept = float(classifier.classifier_.intercept_[0])
-        self._a = float(classifier.calibration_a_)
-        self._b = float(classifier.calibration_b_)
-        self.threshold = float(classifier.threshold_)
-        self.categories = classifier.category_classes
-        head = classifier.category_classifier_
-        self._has_head = head is not None
-        n_categories = len(self.categories)
-        if head is not None:
-            weights = np.asarray(head.coef_, dtype=np.float64)
-            intercepts = np.asarray(head.intercept_, dtype=np.float64)
-            if weights.shape[0] == 1:  # a two-category head is a binary regression
-                weights = np.vstack([-weights, weights])
-                intercepts = np.array([-intercepts[0], intercepts[0]])
-        else:
-            weights = np.zeros((0, coef.shape[0]))
-            intercepts = np.zeros(0)
+        self._intercept = tables.intercept
+        self._a = tables.calibration_a
+        self._b = tables.calibration_b
+        self.threshold = tables.threshold
+        self.categories = list(tables.categories)
+        self._has_head = bool(self.categories)
+        weights, intercepts = tables.category_coef, tables.category_intercept
+        if weights.shape[0] == 1:  # a two-category head is a binary regression
+            weights = np.vstack([-weights, weights])
+            intercepts = np.array([-intercepts[0], intercepts[0]])
         self._cat_text = np.ascontiguousarray(weights[:, :n_text].T)  # (n_text, n_categories)
         self._cat_weights = {name: weights[:, column].copy() for name, column in field_columns.items()}
         self._cat_intercept = intercepts
         self._async_side = [CATEGORIES.get(c, False) for c in self.categories]
-        self._zero_logits = np.zeros(n_categories)
+        self._zero_logits = np.zeros(len(self.categories))
         self._latency_names = set(LATENCY_FEATURES)
         self._messages: dict[str, _Part] = {}
         self._normalized: dict[str, _Part] = {}
@@ -278,7 +310,9 @@ class FastScorer:
         word_weights: dict[str, float] = {}
         for column, weight in zip(columns.tolist(), contributions.tolist(), strict=True):
             (char_weights if column < self._n_chars else word_weights)[self._grams[column]] = weight
-        spans = text_spans(normalized, char_weights, word_weights, self._char_range, self._word_range)
+        spans = text_spans(
+            normalized, char_weights, word_weights, self._char_range, self._word_range, self._word_pattern
+        )
         return _Part(float(contributions.sum()), logits, tuple(spans), share)
 
     def _readable(self, part: _Part, message: str) -> _Part:

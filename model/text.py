@@ -124,6 +124,9 @@ def normalize_message(message: str | None) -> str:
 
 _LETTERS: Final = re.compile(r"[^\W\d_]+")
 
+#: Latin words of two or more letters (and the `<mask>` tokens): what the word n-grams are made of.
+WORD_TOKEN_PATTERN: Final = r"<?[a-z]{2,}>?"
+
 # latency bins (ms, upper edges); a timeout clusters just above a whole number of seconds
 LATENCY_EDGES_MS: Final = (
     20.0,

@@ -65,7 +65,7 @@ class ServingModel:
         self.loaded = loaded
         self.version = loaded.version
         self.card = loaded.card
-        self.scorer = FastScorer(loaded.classifier)
+        self.scorer = FastScorer(loaded.tables)  # the serving tables: no sklearn, no skops
         self.threshold = self.scorer.threshold
 
     @classmethod

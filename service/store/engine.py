@@ -7,6 +7,7 @@ creates the parent folder of an SQLite file. `migrate` applies the Alembic revis
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -26,7 +27,12 @@ MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
 MIGRATION_LOCK_KEY: Final = 0x6173796E63676174
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 #: How long a migrating process waits for another one that holds the SQLite write lock.
+log = logging.getLogger(__name__)
+
 MIGRATION_WAIT_MS: Final = 120_000
+#: How long a starting process waits for an unreachable database (a restart, a failover) before it
+#: gives up: a worker or a replica started during a PostgreSQL restart waits for it instead of dying.
+UNREACHABLE_WAIT_S: Final = 30.0
 PG_CONNECT_TIMEOUT_S: Final = 3
 #: Alembic's `context` and `op` are process-wide proxies: one migration at a time per process.
 _MIGRATING = threading.Lock()
@@ -123,25 +129,35 @@ def _busy_timeout(connection: sa.Connection, milliseconds: int) -> None:
         driver.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
 
 
-def migrate(engine: sa.Engine) -> None:
+def migrate(engine: sa.Engine, *, unreachable_wait_s: float = UNREACHABLE_WAIT_S) -> None:
     """Apply every pending migration up to head; a no-op when up to date; safe from several processes at once.
 
     Runs in one transaction. On PostgreSQL it first takes a transaction-scoped advisory lock, so a
     second process waits and then finds the schema at head; on SQLite `BEGIN IMMEDIATE` does the same.
-    Within one process, calls are serialised by a lock (Alembic's proxies are global).
+    Within one process, calls are serialised by a lock (Alembic's proxies are global). A PostgreSQL
+    server that refuses connections is waited for up to `unreachable_wait_s` (then StoreUnavailable).
     """
-    deadline = time.monotonic() + MIGRATION_WAIT_MS / 1000
+    started = time.monotonic()
+    warned = False
     while True:
         try:
             _migrate_once(engine)
             return
         except StoreUnavailable as error:
-            # SQLite can refuse at once, without its busy handler, when two processes set up a new file
-            # together (journal mode switch, lock upgrade); the other process is migrating: try again.
-            locked = engine.dialect.name == "sqlite" and "database is locked" in str(error)
-            if not locked or time.monotonic() > deadline:
+            waited = time.monotonic() - started
+            if engine.dialect.name == "sqlite":
+                # SQLite can refuse at once, without its busy handler, when two processes set up a new
+                # file together (journal mode switch, lock upgrade); the other process is migrating.
+                if "database is locked" not in str(error) or waited > MIGRATION_WAIT_MS / 1000:
+                    raise
+                time.sleep(0.2)
+                continue
+            if waited + 0.5 > unreachable_wait_s:
                 raise
-            time.sleep(0.2)
+            if not warned:
+                log.warning("database unreachable, waiting up to %.0f s: %s", unreachable_wait_s, error)
+                warned = True
+            time.sleep(0.5)
 
 
 def _migrate_once(engine: sa.Engine) -> None:

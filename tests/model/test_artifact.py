@@ -61,16 +61,19 @@ def test_other_sklearn_minor_version_is_refused(classifier, tmp_path):
         load_artifact(artifact)
 
 
-def test_untrusted_types_are_refused(tmp_path):
+def test_untrusted_types_are_refused(classifier, tmp_path):
+    import shutil
     import zipfile
 
     import skops.io as sio
 
     from model.artifact import sha256_file
 
+    good = _save(classifier, tmp_path / "good")
     artifact = tmp_path / "evil"
     artifact.mkdir()
     sio.dump({"x": Path("/etc/passwd")}, artifact / "model.skops", compression=zipfile.ZIP_DEFLATED)
+    shutil.copy(good / "serving.npz", artifact / "serving.npz")
     from model.artifact import PROTOCOL, library_versions
 
     card = {
@@ -79,10 +82,53 @@ def test_untrusted_types_are_refused(tmp_path):
         "libraries": library_versions(),
         "model_file": "model.skops",
         "model_sha256": sha256_file(artifact / "model.skops"),
+        "serving_file": "serving.npz",
+        "serving_sha256": sha256_file(artifact / "serving.npz"),
     }
     (artifact / "model_card.json").write_text(json.dumps(card))
+    loaded = load_artifact(artifact)  # serving reads only the tables: no code can run from them
     with pytest.raises(ArtifactIncompatible, match="untrusted types"):
+        loaded.classifier  # noqa: B018 - the skops model is deserialized (and refused) on first use
+
+
+def test_tampered_serving_file_is_refused(classifier, tmp_path):
+    artifact = _save(classifier, tmp_path)
+    serving = artifact / "serving.npz"
+    data = bytearray(serving.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    serving.write_bytes(bytes(data))
+    with pytest.raises(ArtifactIntegrityError, match=r"serving\.npz has SHA-256"):
         load_artifact(artifact)
+
+
+def test_the_serving_tables_score_exactly_like_the_classifier(classifier, tmp_path):
+    from model.records import iter_failures
+    from model.scorer import FastScorer
+
+    loaded = load_artifact(_save(classifier, tmp_path))
+    from_tables, from_classifier = FastScorer(loaded.tables), FastScorer(classifier)
+    for failure in iter_failures(toy_frame(300, seed=4)):
+        a, b = from_tables.score(failure), from_classifier.score(failure)
+        assert (a.probability, a.category, a.explanation) == (b.probability, b.category, b.explanation)
+
+
+def test_serving_loads_no_training_machinery(classifier, tmp_path):
+    import subprocess
+    import sys
+
+    artifact = _save(classifier, tmp_path)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from model.artifact import load_artifact\n"
+        "from model.records import Failure\n"
+        "from model.scorer import FastScorer\n"
+        f"scorer = FastScorer(load_artifact(Path({str(artifact)!r})).tables)\n"
+        "print(scorer.score(Failure('acme', 'pay', None, '系统繁忙', 503, 10.0)).async_eligible)\n"
+        "print(sorted(m for m in ('sklearn', 'skops', 'scipy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split("\n")[:2] == ["True", "[]"], out.stdout + out.stderr
 
 
 def test_missing_artifact(tmp_path):

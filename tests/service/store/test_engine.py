@@ -202,7 +202,17 @@ def test_unreachable_postgresql_is_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         store.list_orders()
     with pytest.raises(StoreUnavailable, match="cannot migrate"):
-        migrate(engine)
+        migrate(engine, unreachable_wait_s=0)
+
+
+def test_a_starting_process_waits_for_postgresql_then_gives_up() -> None:
+    import time
+
+    engine = create_db_engine("postgresql://postgres@127.0.0.1:1/test")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="cannot migrate"):
+        migrate(engine, unreachable_wait_s=1.5)
+    assert 1.0 <= time.monotonic() - started < 10  # it retried for about the wait, then gave up
     engine.dispose()
 
 
