@@ -20,7 +20,7 @@ from model.classifier import FailureClassifier, build_classifier
 from model.schema import CATEGORY_COLUMN, LABEL_COLUMN
 from training.baselines import BASELINES
 from training.metrics import binary_metrics
-from training.splits import SPLITS, SplitUnavailable
+from training.splits import FOLDS, SPLITS, SplitUnavailable, split_folds
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +42,35 @@ def fit_classifier(frame: pd.DataFrame, params: Mapping[str, Any] | None = None)
 
 
 def score_frame(model: FailureClassifier, frame: pd.DataFrame, name: str) -> SplitResult:
-    y = frame[LABEL_COLUMN].to_numpy(dtype=np.int64)
-    probability = model.predict_proba(frame)[:, 1]
-    metrics: dict[str, Any] = {"model": binary_metrics(y, probability, model.threshold_)}
+    return score_folds([(model, frame)], name)
+
+
+def score_folds(parts: list[tuple[FailureClassifier, pd.DataFrame]], name: str) -> SplitResult:
+    """Metrics over the test rows of one or more folds, each scored by its own model (decisions at each
+    model's own threshold), pooled: the model beside the rule baselines."""
+    frames = [frame for _, frame in parts]
+    y = np.concatenate([f[LABEL_COLUMN].to_numpy(dtype=np.int64) for f in frames])
+    probabilities = [model.predict_proba(f)[:, 1] for model, f in parts]
+    probability = np.concatenate(probabilities)
+    decided = np.concatenate([p >= model.threshold_ for (model, _), p in zip(parts, probabilities, strict=True)])
+    threshold = float(np.mean([model.threshold_ for model, _ in parts]))
+    metrics: dict[str, Any] = {"model": binary_metrics(y, probability, threshold, predicted=decided)}
+    pooled = pd.concat(frames) if len(frames) > 1 else frames[0]
     for baseline, rule in BASELINES.items():
-        metrics[baseline] = binary_metrics(y, rule(frame).astype(np.float64), 0.5)
-    if CATEGORY_COLUMN in frame.columns and model.category_classifier_ is not None:
-        known = frame[CATEGORY_COLUMN].isin(model.category_classes).to_numpy()
-        if known.any():
-            predicted = model.category_classifier_.predict(model.features_.transform(frame[known]))
-            metrics["model"]["category_accuracy"] = float(
-                (predicted == frame[CATEGORY_COLUMN].to_numpy()[known]).mean()
-            )
-    return SplitResult(name, metrics, y, probability, model.threshold_)
+        metrics[baseline] = binary_metrics(y, rule(pooled).astype(np.float64), 0.5)
+    hits = known_rows = 0
+    for model, f in parts:
+        if CATEGORY_COLUMN in f.columns and model.category_classifier_ is not None:
+            known = f[CATEGORY_COLUMN].isin(model.category_classes).to_numpy()
+            if known.any():
+                predicted = model.category_classifier_.predict(model.features_.transform(f[known]))
+                hits += int((predicted == f[CATEGORY_COLUMN].to_numpy()[known]).sum())
+                known_rows += int(known.sum())
+    if known_rows:
+        metrics["model"]["category_accuracy"] = hits / known_rows
+    if len(parts) > 1:
+        metrics["model"]["folds"] = len(parts)
+    return SplitResult(name, metrics, y, probability, threshold)
 
 
 #: Splits whose test rows also get the code-permutation check.
@@ -97,17 +113,17 @@ def evaluate_splits(
     results = []
     for name, split in SPLITS.items():
         try:
-            train_rows, test_rows = split(frame, seed)
+            folds = split_folds(name, frame, seed) if name in FOLDS else [split(frame, seed)]
         except SplitUnavailable as exc:
             log.warning("split %s skipped: %s", name, exc)
             continue
         started = time.perf_counter()
-        model = fit_classifier(frame.iloc[train_rows], params)
-        test = frame.iloc[test_rows]
-        result = score_frame(model, test, name)
+        parts = [(fit_classifier(frame.iloc[train], params), frame.iloc[test]) for train, test in folds]
+        result = score_folds(parts, name)
         if name in PERMUTED_SPLITS:
+            model, test = parts[0]
             result.metrics["model"]["code_permutation_moved"] = code_permutation_moved(model, test, seed)
-        result.metrics["train_rows"] = len(train_rows)
+        result.metrics["train_rows"] = int(np.mean([len(train) for train, _ in folds]))
         result.metrics["seconds"] = round(time.perf_counter() - started, 2)
         results.append(result)
         log.info("split %s: async F1 %.4f", name, result.metrics["model"]["async"]["f1"])

@@ -25,10 +25,17 @@ def expected_calibration_error(y: np.ndarray, probability: np.ndarray, bins: int
     return float(calibration_error(reliability(pairs, bins)) or 0.0)
 
 
-def binary_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, Any]:
+def binary_metrics(
+    y: np.ndarray, probability: np.ndarray, threshold: float, *, predicted: np.ndarray | None = None
+) -> dict[str, Any]:
+    """`predicted`: the decisions when they are not `probability >= threshold` (folds pooled, each
+    decided at its own model's threshold; `threshold` is then their mean)."""
     y = np.asarray(y, dtype=np.int64)
     probability = np.asarray(probability, dtype=np.float64)
-    predicted = (probability >= threshold).astype(np.int64)
+    if predicted is None:
+        predicted = (probability >= threshold).astype(np.int64)
+    else:
+        predicted = np.asarray(predicted).astype(np.int64)
     precision, recall, f1, support = precision_recall_fscore_support(y, predicted, labels=[1, 0], zero_division=0)
     both = len(np.unique(y)) == 2
     tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()

@@ -89,6 +89,28 @@ def unseen_partner_kinds_split(frame: pd.DataFrame, seed: int) -> Split:
     return np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
 
 
+#: Splits scored over K folds of their groups (each group held out once; predictions pooled): one
+#: hold-out of a fifth of the templates moved the figure by ±0.03 with the templates that fell out.
+FOLDS: Final = {"unseen_templates": ("template_id", 5)}
+
+
+def split_folds(name: str, frame: pd.DataFrame, seed: int) -> list[Split]:
+    """The folds of a split in FOLDS: its column's groups dealt at random into K folds."""
+    column, k = FOLDS[name]
+    if column not in frame.columns:
+        raise SplitUnavailable(f"the {name} split needs a {column} column")
+    groups = frame[column].astype(str).to_numpy()
+    names = np.unique(groups)
+    if len(names) < k:
+        raise SplitUnavailable(f"the {name} split needs at least {k} distinct values of {column}")
+    shuffled = names[np.random.default_rng(seed).permutation(len(names))]
+    folds = []
+    for i in range(k):
+        test_mask = np.isin(groups, shuffled[i::k])
+        folds.append((np.flatnonzero(~test_mask), np.flatnonzero(test_mask)))
+    return folds
+
+
 SPLITS: Final[dict[str, Callable[[pd.DataFrame, int], Split]]] = {
     "random": random_split,
     "time": time_split,

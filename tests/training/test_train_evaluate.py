@@ -165,3 +165,17 @@ def test_code_permutation_reassigns_codes_within_each_insurer():
         assert rest[3] == "x" and pd.isna(rest[4]) and rest[5] == "only"  # one code: nothing to permute
         assert list(permuted["error_message"]) == ["m"] * 6
     assert any(list(p["error_code"][:3]) != ["1", "2", "3"] for p in moved)
+
+
+def test_template_folds_hold_every_template_out_exactly_once(frame):
+    from training.splits import split_folds
+
+    folds = split_folds("unseen_templates", frame, 3)
+    assert len(folds) == 5
+    tested = np.concatenate([test for _, test in folds])
+    assert sorted(tested.tolist()) == list(range(len(frame)))  # every row tested once
+    templates = frame["template_id"].astype(str).to_numpy()
+    for train, test in folds:
+        assert not set(templates[train]) & set(templates[test])  # a template is never on both sides
+    with pytest.raises(SplitUnavailable):
+        split_folds("unseen_templates", frame.drop(columns=["template_id"]), 0)
