@@ -37,18 +37,25 @@ STATUS: dict[type[Exception], int] = {
 
 
 _INT64 = 2**63
+#: How deep an echoed input is shown; deeper containers read "…" (orjson stops at 255 levels).
+_ECHO_DEPTH = 16
 
 
-def _json_safe(value: Any) -> Any:
-    """`value` with non-finite floats as None and integers outside 64 bits as strings (what orjson takes)."""
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """`value` as orjson takes it: non-finite floats as None, integers outside 64 bits as strings,
+    unpaired surrogates escaped, containers deeper than _ECHO_DEPTH cut to "…"."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, int) and not isinstance(value, bool):
         return value if -_INT64 <= value < _INT64 else str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict | list | tuple) and depth >= _ECHO_DEPTH:
+        return "…"
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {_json_safe(k, depth): _json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [_json_safe(v, depth + 1) for v in value]
     return value
 
 
@@ -61,9 +68,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: Exception) -> JSONBytes:
         """422 naming each field at fault. The echoed input may hold NaN or Infinity (Python's JSON parser
         takes them), which FastAPI's own handler cannot serialize (a 500), or integers beyond 64 bits:
-        those are echoed as null and as text."""
+        those are echoed as null and as text; unpaired surrogates escaped, and deep nesting cut short
+        (before FastAPI's encoder, which would recurse through it)."""
         assert isinstance(exc, RequestValidationError)
-        return JSONBytes({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+        return JSONBytes({"detail": _json_safe(jsonable_encoder(_json_safe(exc.errors())))}, status_code=422)
 
     for kind in STATUS:
         app.add_exception_handler(kind, handle)

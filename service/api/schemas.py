@@ -10,7 +10,7 @@ import datetime as dt
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 MAX_PAYLOAD_DEPTH = 32
 
@@ -31,10 +31,30 @@ def _int_or_none(value: Any) -> Any:
     return value
 
 
+def _unpaired_surrogate(text: str) -> str | None:
+    """Why `text` is no Unicode text (a JSON "\\ud800" escape decodes to an unpaired surrogate, which can
+    be neither stored nor answered as UTF-8), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"has an unpaired surrogate \\u{ord(text[exc.start]):04x} at position {exc.start}"
+    return None
+
+
+def _unicode(value: str | None) -> str | None:
+    problem = None if value is None else _unpaired_surrogate(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+#: A string that is Unicode text (no unpaired surrogates).
+Unicode = AfterValidator(_unicode)
+
 # The bounds sit on the inner type: on the `| None` union they would be applied to None (a TypeError, 500).
 HttpStatus = Annotated[Annotated[int, Field(ge=100, le=599)] | None, BeforeValidator(_int_or_none)]
 LatencyMs = Annotated[Annotated[float, Field(ge=0, allow_inf_nan=False)] | None, BeforeValidator(_no_bool)]
-Name = Annotated[str, Field(max_length=128)]
+Name = Annotated[str, Field(max_length=128), Unicode]
 OrderId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-.:]{1,64}$", examples=["P2026112400001"])]
 Operation = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$", examples=["underwrite"])]
 
@@ -59,9 +79,9 @@ class ClassifyRequest(BaseModel):
     )
 
     insurer: Name
-    operation: Annotated[str, Field(max_length=64)]
-    error_code: Annotated[str | None, Field(max_length=256)] = None
-    error_message: Annotated[str, Field(max_length=65_536)]
+    operation: Annotated[str, Field(max_length=64), Unicode]
+    error_code: Annotated[str | None, Field(max_length=256), Unicode] = None
+    error_message: Annotated[str, Field(max_length=65_536), Unicode]
     http_status: HttpStatus = None
     latency_ms: LatencyMs = None
 
@@ -117,15 +137,27 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def _non_finite_path(value: Any, path: str = "payload") -> str | None:
-    """The path of the first NaN or Infinity inside a JSON value (Python's JSON parser accepts them), or None."""
+#: The integers a payload may hold: what orjson (the order's request hash and storage) writes.
+_INT_RANGE = range(-(2**63), 2**64)
+
+
+def _unstorable(value: Any, path: str = "payload") -> str | None:
+    """What makes a JSON value unstorable, at its first such place, or None: NaN or Infinity (Python's
+    JSON parser accepts them), integers beyond 64 bits, unpaired surrogates in strings or keys."""
     stack = [(value, path)]
     while stack:
         item, where = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
-            return where
+            return f"{where} is NaN or Infinity, which JSON does not allow"
+        if isinstance(item, int) and not isinstance(item, bool) and item not in _INT_RANGE:
+            return f"{where} is an integer beyond 64 bits"
+        if isinstance(item, str) and (problem := _unpaired_surrogate(item)) is not None:
+            return f"{where} {problem}"
         if isinstance(item, dict):
-            stack.extend((v, f"{where}.{k}") for k, v in item.items())
+            for k, v in item.items():
+                if (problem := _unpaired_surrogate(k)) is not None:
+                    return f"a key of {where} {problem}"
+                stack.append((v, f"{where}.{k}"))
         elif isinstance(item, list):
             stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
     return None
@@ -149,7 +181,7 @@ class ProcessRequest(BaseModel):
     )
 
     order_id: OrderId
-    insurer: Annotated[str, Field(min_length=1, max_length=128)]
+    insurer: Annotated[str, Field(min_length=1, max_length=128), Unicode]
     operation: Operation
     payload: dict[str, Any]
 
@@ -158,9 +190,9 @@ class ProcessRequest(BaseModel):
     def _bounded_depth(cls, payload: dict[str, Any]) -> dict[str, Any]:
         if _depth(payload, MAX_PAYLOAD_DEPTH) > MAX_PAYLOAD_DEPTH:
             raise ValueError(f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
-        bad = _non_finite_path(payload)
-        if bad is not None:
-            raise ValueError(f"{bad} is NaN or Infinity, which JSON does not allow")
+        problem = _unstorable(payload)
+        if problem is not None:
+            raise ValueError(problem)
         return payload
 
 

@@ -84,13 +84,16 @@ def start_process(
     ready_path: str = "/healthz",
     env: dict[str, str] | None = None,
     timeout_s: float = START_TIMEOUT_S,
+    cwd: Path | None = None,
 ) -> RunningProcess:
-    """Start `argv` and wait until GET http://127.0.0.1:{port}{ready_path} answers 200.
+    """Start `argv` (in `cwd`, default ours) and wait until GET http://127.0.0.1:{port}{ready_path} answers 200.
 
     Raises RuntimeError with the process output when it exits early or does not answer in time.
     """
     log = log_path.open("ab")
-    proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd
+    )
     log.close()
     running = RunningProcess(list(argv), proc, port, log_path)
     deadline = time.monotonic() + timeout_s

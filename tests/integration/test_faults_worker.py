@@ -94,29 +94,41 @@ def test_sigkilled_worker_orders_are_taken_over_and_completed_once(
 def test_sigterm_worker_finishes_in_flight_and_releases_the_rest(
     tmp_path: Path, simulator: Callable[..., Simulator], pg_url: str, fault_model_dir: Path
 ) -> None:
-    """SIGTERM while 4 re-executions are in flight (1 s each) and 16 wait: the 4 finish and are
-    recorded, the 16 are released at once (no lease left), the worker exits 0; a second worker then
-    completes them, each exactly once."""
+    """SIGTERM while re-executions are in flight (2 s each, 4 at a time) and the rest of the 20 claimed
+    orders wait: those in flight finish and are recorded, the waiting ones are released at once (no
+    lease left), the worker exits 0; a second worker then completes them, each exactly once.
+
+    The counts are read from what happened, not from the clock: SIGTERM goes out once 4 calls are in
+    flight, but on a loaded machine it may land after that wave has finished and the next has started.
+    So the test checks that every call the worker sent finished (the ledger's count), at least the 4,
+    and that everything else it claimed was released without a call. Some must be left to release:
+    the 20 take five waves of 2 s, and the signal follows the first wave's start by a poll of 0.2 s,
+    so only a stall of about 8 s could let the worker finish them all.
+    """
     sim = simulator(scenario="fast", seed=2)
-    insurers = insurers_file(tmp_path, sim.url, timeout_s=5.0)
+    insurers = insurers_file(tmp_path, sim.url, timeout_s=15.0)  # far above the 2 s calls: none times out
     env = {**FAST_RETRY, "ASYNCGATE_STATE_DIR": str(tmp_path / "state")}
     args = common_args(pg_url, fault_model_dir, insurers)
     service = serve(tmp_path, args, env)
     order_ids = [f"TERM-{n:02d}" for n in range(20)]
     try:
         with httpx.Client(base_url=service.url, timeout=30.0, trust_env=False) as http:
-            bodies = [order_body(order_id, ["insurer_busy", "success"], latency_ms=1000) for order_id in order_ids]
+            bodies = [order_body(order_id, ["insurer_busy", "success"], latency_ms=2000) for order_id in order_ids]
             assert {a["state"] for a in _create(http, bodies)} == {"ASYNC_PROCESSING"}
             worker = start_worker(tmp_path, [*args, "--concurrency", "4"], env, name="term")
             wait_for(lambda: sim.ledger()["calls"] >= 24, timeout_s=30, what="4 re-executions in flight")
             assert worker.terminate() == 0, worker.output()
             stats = json.loads(worker.output().strip().splitlines()[-1])
-            assert stats["finished"] == 4 and stats["errors"] == 0, stats
-            assert stats["released"] == 16, stats
+            sent = sim.ledger()["calls"] - len(order_ids)  # the re-executions the worker started
+            assert stats["errors"] == 0, stats
+            assert stats["claimed"] == len(order_ids), stats
+            assert stats["finished"] == sent >= 4, (stats, sent)
+            assert stats["released"] == len(order_ids) - sent > 0, (stats, sent)
             after = states(http, order_ids)
-            assert sorted(after.values()).count("SUCCEEDED") == 4
+            assert sorted(after.values()).count("SUCCEEDED") == sent
             orders = [http.get(f"/orders/{order_id}").json() for order_id in order_ids]
             pending = [o for o in orders if o["state"] == "ASYNC_PROCESSING"]
+            assert len(pending) == stats["released"]
             assert all(o["attempt_count"] == 1 for o in pending), "released without a call"
 
             done = start_worker(tmp_path, [*args, "--once"], env, name="once")

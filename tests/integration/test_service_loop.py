@@ -38,7 +38,14 @@ from tests.integration.conftest import start_simulator as start_simulator_proces
 pytestmark = pytest.mark.integration
 
 INSURER = "sim"
-TIMEOUT_S = 0.5  # the insurer's client timeout: `complete_then_timeout` outlives it
+#: The insurer's client timeout. Every call but the two scripted hangs must answer within it: a scripted
+#: answer of the "fast" simulator takes milliseconds, and 3 s leaves room for a loaded 2-core machine
+#: (0.5 s did not: one slow ordinary answer became a spurious ReadTimeout, an unknown outcome).
+TIMEOUT_S = 3.0
+#: How long the scripted hangs (`timeout`, `complete_then_timeout`) hold the request: well past TIMEOUT_S,
+#: so the client gives up first however late its timer fires. It costs no test time (the client has
+#: gone; the simulator's graceful shutdown gives in-flight calls 2 s), only 2 x TIMEOUT_S per database.
+HANG_S = 8.0
 RETRY = {"ASYNCGATE_RETRY_BASE_S": "0.05", "ASYNCGATE_RETRY_MAX_S": "0.1", "ASYNCGATE_RETRY_MAX_ATTEMPTS": "3"}
 WORKER_TIMEOUT_S = 60.0
 
@@ -56,7 +63,7 @@ SCRIPTS: dict[str, list[str]] = {
 
 
 def payload(order_id: str) -> dict[str, Any]:
-    return {"premium": 1200, "product": "term-life-20", "sim": {"script": SCRIPTS[order_id], "delay_s": 1.0}}
+    return {"premium": 1200, "product": "term-life-20", "sim": {"script": SCRIPTS[order_id], "delay_s": HANG_S}}
 
 
 # -- the model --------------------------------------------------------------------------------------

@@ -127,7 +127,14 @@ def test_breakers_are_per_insurer_and_report_changes() -> None:
 
 # -- behind /process and the worker --------------------------------------------------------------
 
-BREAKER = {"breaker_window": 4, "breaker_failures": 3, "breaker_cooldown_s": 0.3, "retry_base_s": 0.001}
+# The service's breakers run on the real monotonic clock (create_app takes no clock), so these tests use
+# margins that load cannot break. An open circuit must stay open while a test looks at it: a cooldown
+# longer than the test's own time limit (300 s) cannot run out under it, however slow the machine is
+# (with 0.3 s, a loaded machine let the cooldown pass before the short-circuited order was sent).
+# The probe test must see the cooldown over: sleeping past it only needs a lower bound on elapsed
+# time, which a slow machine can only make longer. The state machine itself is tested on a driven clock above.
+BREAKER = {"breaker_window": 4, "breaker_failures": 3, "breaker_cooldown_s": 600.0, "retry_base_s": 0.001}
+SHORT_COOLDOWN_S = 0.3
 
 
 def _circuit_gauge(service: Service) -> str:
@@ -164,11 +171,12 @@ def test_open_circuit_records_async_at_once_without_calling(
 def test_half_open_probe_closes_the_circuit(start_service: Callable[..., Service]) -> None:
     import time
 
-    service = start_service(**BREAKER, retry_max_s=0.002)
+    service = start_service(**{**BREAKER, "breaker_cooldown_s": SHORT_COOLDOWN_S}, retry_max_s=0.002)
     for n in range(3):
         service.insurer.script(f"B-{n}", busy())
         service.process(f"B-{n}")
-    time.sleep(0.35)  # the cooldown
+    assert _circuit_gauge(service).endswith(" 2.0"), "open (the gauge changes only with the state machine)"
+    time.sleep(SHORT_COOLDOWN_S + 0.05)  # at least the cooldown has passed since the circuit opened
     probe = service.process("PROBE-1").json()
     assert (probe["state"], probe["attempts"]) == ("SUCCEEDED", 1)
     assert _circuit_gauge(service).endswith(" 0.0")

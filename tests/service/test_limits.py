@@ -81,10 +81,16 @@ _ORDER = b'"insurer":"acme","operation":"pay"'
         # an integer beyond 64 bits echoed back in the error (schemathesis found it): 422, not a 500
         ("/classify/batch", b"-9223372036854775809", "body"),
         ("/classify", b"{" + _F + b',"http_status":99999999999999999999999}', "http_status"),
+        # found by the malformed-body fuzzing (test_schema_fuzz.py): each was a 500
+        ("/classify", b'{"insurer":"acme","operation":"pay","error_message":"busy \\ud800"}', "error_message"),
+        ("/classify", b'{"insurer":' + b"[" * 300 + b"]" * 300 + b',"operation":"pay","error_message":"m"}', "insurer"),
+        ("/process", b'{"order_id":"BIG-INT-1",' + _ORDER + b',"payload":{"n":18446744073709551616}}', "payload"),
+        ("/process", b'{"order_id":"SURROGATE-1",' + _ORDER + b',"payload":{"\\udc00":1}}', "payload"),
     ],
 )
 def test_nan_and_infinity_are_a_422_naming_the_field(keyed: Service, path: str, raw: bytes, field: str) -> None:
-    """Python's JSON parser accepts NaN and Infinity; they are no JSON numbers, and are refused by field."""
+    """Python's JSON parser accepts NaN and Infinity; they are no JSON numbers, and are refused by field.
+    So are what cannot be stored or answered: unpaired surrogates, payload integers beyond 64 bits."""
     answer = keyed.client.post(path, content=raw, headers={**AUTH, "content-type": "application/json"})
     assert answer.status_code == 422, answer.text
     detail = answer.json()["detail"]
