@@ -176,6 +176,8 @@ async def _run_worker(settings: Settings, once: bool) -> Any:
         runner = Worker(
             runtime.processor,
             runtime.store,
+            health=runtime.health,
+            metrics=runtime.metrics,
             batch=settings.worker_batch,
             concurrency=settings.worker_concurrency,
             lease_s=settings.lease_s,

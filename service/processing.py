@@ -13,7 +13,7 @@ request may have reached the insurer) is always kept async whatever the model sa
 settle it, and the worker queries before it sends again; an order the insurer reports completed
 becomes SUCCEEDED without a second call.
 
-Every call's outcome feeds the insurer's circuit breaker (service/breaker.py). While it is open,
+Every call's outcome feeds the insurer's circuit breaker (service/health.py, service/breaker.py). While it is open,
 `process` records the order as ASYNC_PROCESSING at once without calling (a "skip" attempt, due when
 the breaker will let a probe through) and `reexecute` raises CircuitOpen, which the worker answers
 by putting the order back untouched.
@@ -25,7 +25,6 @@ import datetime as dt
 import hashlib
 import logging
 import random
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,8 +34,8 @@ import anyio.to_thread
 import orjson
 
 from model.records import make_failure
-from service.breaker import STATE_VALUE, BreakerPolicy, Breakers, BreakerState
 from service.gateway import CallResult, InsurerGateway, QueryResult
+from service.health import InsurerHealth
 from service.learning import FailureWatch
 from service.metrics import Metrics
 from service.retry import RetryPolicy, after_open_circuit, next_attempt_at
@@ -211,8 +210,7 @@ class OrderProcessor:
         max_payload_bytes: int,
         rng: random.Random | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
-        breaker_policy: BreakerPolicy | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        health: InsurerHealth,
         watch: FailureWatch | None = None,
         rules: RuleBook | None = None,
     ):
@@ -228,24 +226,11 @@ class OrderProcessor:
         self.watch = watch  # drift, shadow scoring and exploration of first failures (service/learning.py)
         self.rules = rules or RuleBook()  # operators' rules (service/rules.py); none by default
         self._store_slots = anyio.CapacityLimiter(STORE_THREADS)
-        self.breakers = Breakers(breaker_policy, clock=monotonic, on_change=self._circuit_changed)
+        self.health = health  # the insurers' circuit breakers, owned by the runtime (service/health.py)
 
     async def _in_store(self, call: Callable[[], T]) -> T:
         """Run a store call in a worker thread (at most STORE_THREADS at once)."""
         return await anyio.to_thread.run_sync(call, limiter=self._store_slots)
-
-    def _circuit_changed(self, insurer: str, before: BreakerState, after: BreakerState, why: str) -> None:
-        self.metrics.circuit(insurer, after.value, STATE_VALUE[after])
-        level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
-        log.log(
-            level,
-            "circuit for insurer %s: %s → %s (%s)",
-            insurer,
-            before.value,
-            after.value,
-            why,
-            extra={"insurer": insurer, "circuit": after.value, "previous": before.value, "reason": why},
-        )
 
     @staticmethod
     def call_failed(call: CallResult, verdict: Verdict | None) -> bool:
@@ -298,9 +283,9 @@ class OrderProcessor:
             stored = await self._in_store(lambda: self.store.get(order_id))
             return stored or order
         try:
-            if not self.breakers.allow(insurer):
+            if not self.health.allow(insurer):
                 self.metrics.short_circuited.labels(insurer=insurer, actor="api").inc()
-                return await self._settle(order, CircuitSkip(insurer, self.breakers.retry_in(insurer)), actor="api")
+                return await self._settle(order, CircuitSkip(insurer, self.health.retry_in(insurer)), actor="api")
             return await self._call(order, actor="api")
         except LeaseLost:
             # the call outlived the lease and a worker took the order over: report where it stands
@@ -311,13 +296,13 @@ class OrderProcessor:
         """The worker's step for one claimed order: query first when the last outcome is unknown.
 
         CircuitOpen (nothing done) when the insurer's circuit breaker lets no call through now."""
-        if not self.breakers.allow(order.insurer):
+        if not self.health.allow(order.insurer):
             self.metrics.short_circuited.labels(insurer=order.insurer, actor="worker").inc()
-            raise CircuitOpen(order.insurer, self.breakers.retry_in(order.insurer))
+            raise CircuitOpen(order.insurer, self.health.retry_in(order.insurer))
         if order.last_outcome in (None, "unknown"):
             answer = await self.gateway.query(order.insurer, order.order_id, order.operation)
             self.metrics.query(order.insurer, query_outcome(answer))
-            self.breakers.record(order.insurer, failed=answer.completed is None)
+            self.health.record(order.insurer, failed=answer.completed is None)
             settled = await self._settle(order, answer, actor=actor)
             if settled is not None:
                 return settled
@@ -327,7 +312,7 @@ class OrderProcessor:
         call = await self.gateway.call(order.insurer, order.order_id, order.operation, order.payload)
         self.metrics.insurer_call(order.insurer, call.outcome, call.latency_ms)
         verdict = self.classify_call(order.insurer, order.operation, call, first_failure=order.first_failure_at is None)
-        self.breakers.record(order.insurer, failed=self.call_failed(call, verdict))
+        self.health.record(order.insurer, failed=self.call_failed(call, verdict))
         return await self._settle(order, call, actor=actor, verdict=verdict)
 
     @overload

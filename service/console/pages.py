@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from model.schema import CATEGORIES, OPERATIONS
 from service.api.auth import Role
-from service.api.deps import ModelsDep, StoreDep
+from service.api.deps import HealthDep, LearningDep, ModelsDep, SettingsDep, StoreDep
 from service.console.access import Access, require
 from service.console.activity import ActivityCache
 from service.console.failures import group_failures, live_calibration, top_codes
@@ -70,7 +70,14 @@ def _insurers(request: Request, *more: str) -> list[str]:
 @router.get("")
 @router.get("/")
 async def overview(
-    request: Request, _: ReaderDep, page: RendererDep, store: StoreDep, models: ModelsDep, hours: HoursQuery = 24
+    request: Request,
+    _: ReaderDep,
+    page: RendererDep,
+    store: StoreDep,
+    models: ModelsDep,
+    health: HealthDep,
+    settings: SettingsDep,
+    hours: HoursQuery = 24,
 ) -> Response:
     """Orders by state now, the due backlog, throughput and async rate per insurer, breakers, the model."""
     now = _now()
@@ -95,7 +102,7 @@ async def overview(
         backlog=backlog,
         totals_by=activity_totals(buckets),
         chart=activity_chart(buckets, since, now, insurers),
-        resilience=resilience(request.app, insurers),
+        resilience=resilience(health, settings, insurers),
         model_version=models.current.version,
         threshold=models.current.threshold,
         headline=headline(card),
@@ -303,7 +310,7 @@ async def render_rules(
 
 @router.get("/model")
 async def model_page(
-    request: Request, access: ReaderDep, page: RendererDep, store: StoreDep, models: ModelsDep
+    request: Request, access: ReaderDep, page: RendererDep, store: StoreDep, models: ModelsDep, learning: LearningDep
 ) -> Response:
     """The serving model's card, its evaluation metrics, live calibration against outcomes, drift figures."""
     now = _now()
@@ -314,7 +321,7 @@ async def model_page(
         )
     )
     bins = live_calibration(observations)
-    figures = await drift(request.app, allowed=access.can_admin)
+    figures = await drift(learning, allowed=access.can_admin)
     return page.page(
         request,
         "model.html",
