@@ -356,7 +356,7 @@ def export_outcomes(
     since: SinceOpt = None,
 ) -> None:
     """Write each order's first failure labelled by what re-execution showed (personal data masked)."""
-    from service.outcomes import export_outcomes as export
+    from service.learning.outcomes import export_outcomes as export
     from service.store import StoreUnavailable
 
     try:
@@ -380,9 +380,9 @@ def models_report(
     """Live decisions and outcomes per model version; candidates (default: the active one) re-scored."""
     from model.artifact import ArtifactError
     from model.registry import active_version
-    from service.lifecycle import load_checked
-    from service.model_report import model_report, render_report
-    from service.outcomes import iter_first_failures
+    from service.learning.outcomes import iter_first_failures
+    from service.learning.reload import load_checked
+    from service.learning.report import model_report, render_report
     from service.store import StoreUnavailable
 
     settings = _settings(db_url=db_url, model_dir=model_dir)

@@ -36,7 +36,7 @@ import orjson
 from model.records import make_failure
 from service.gateway import CallResult, InsurerGateway, QueryResult
 from service.health import InsurerHealth
-from service.learning import FailureWatch
+from service.learning.watch import FailureWatch
 from service.metrics import Metrics
 from service.retry import RetryPolicy, after_open_circuit, next_attempt_at
 from service.rules import RuleBook
@@ -223,7 +223,7 @@ class OrderProcessor:
         self.max_payload_bytes = max_payload_bytes
         self.rng = rng or random.Random()
         self.clock = clock
-        self.watch = watch  # drift, shadow scoring and exploration of first failures (service/learning.py)
+        self.watch = watch  # drift, shadow scoring and exploration of first failures (service/learning/watch.py)
         self.rules = rules or RuleBook()  # operators' rules (service/rules.py); none by default
         self._store_slots = anyio.CapacityLimiter(STORE_THREADS)
         self.health = health  # the insurers' circuit breakers, owned by the runtime (service/health.py)

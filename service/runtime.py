@@ -20,7 +20,7 @@ from service.breaker import BreakerPolicy
 from service.config import Settings
 from service.gateway import InsurerGateway, InsurerRegistry, load_insurers, make_http_client
 from service.health import InsurerHealth
-from service.lifecycle import Learning, open_learning
+from service.learning.loop import Learning, open_learning
 from service.metrics import Metrics
 from service.processing import OrderProcessor
 from service.retry import RetryPolicy
@@ -38,7 +38,7 @@ class Runtime:
     metrics: Metrics
     processor: OrderProcessor
     health: InsurerHealth  # the insurers' circuit breakers: the processor's, the worker's, the console's
-    learning: Learning  # hot reload, drift, shadow scoring, exploration (service/lifecycle.py)
+    learning: Learning  # hot reload, drift, shadow scoring, exploration (service/learning/loop.py)
     rules: RuleBook  # operators' rules, kept in step with the database (service/rules.py)
 
 

@@ -26,7 +26,7 @@ class Verdict:
     category: str | None
     model_version: str
     explanation: list[dict[str, Any]]
-    #: Set by the learning loop (service/learning.py) on a final verdict kept async to learn its outcome.
+    #: Set by the learning loop (service/learning/watch.py) on a final verdict kept async to learn its outcome.
     exploration: bool = False
     #: "model", or "rule" when an operator's rule pinned the decision (service/rules.py `pin`); then
     #: `rule_id` names it, and `probability` stays the model's.

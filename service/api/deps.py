@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 
 from service.config import Settings
 from service.health import InsurerHealth
-from service.lifecycle import Learning
+from service.learning.loop import Learning
 from service.metrics import Metrics
 from service.processing import OrderProcessor
 from service.rules import RuleBook

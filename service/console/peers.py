@@ -20,7 +20,7 @@ import anyio.to_thread
 
 from service.config import Settings
 from service.health import InsurerHealth
-from service.lifecycle import Learning
+from service.learning.loop import Learning
 
 DRIFT_PATH: Final = "/admin/drift"
 
