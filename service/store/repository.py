@@ -307,7 +307,7 @@ class OrderStore(ConsoleReads, RuleStore):
             page = rows[:limit]
             logs = queries.attempt_logs(conn, [row["id"] for row in page])
         found = [order_from_row(row, logs.get(row["id"], ())) for row in page]
-        next_cursor = encode_cursor(found[-1].created_at, found[-1].pk) if len(rows) > limit else None
+        next_cursor = encode_cursor((found[-1].created_at, found[-1].pk)) if len(rows) > limit else None
         return found, next_cursor
 
     def requeue(self, order_id: str, *, actor: str, now: dt.datetime) -> OrderRecord:

@@ -8,7 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from service.store import InvalidCursor, OrderRecord, OrderState, OrderStore
-from service.store.insights import MAX_PAGE, decode_id_cursor, encode_id_cursor
+from service.store.insights import MAX_PAGE
+from service.store.records import decode_cursor, encode_cursor
 from tests.service.console.seed import insurer_of, seed_orders, story_of
 from tests.service.store.conftest import reserve
 
@@ -61,7 +62,13 @@ def test_order_id_prefix_search_is_exact_about_like_wildcards(store: OrderStore)
 
 
 def test_cursors_are_checked(store: OrderStore) -> None:
-    assert decode_id_cursor(encode_id_cursor("P:1.x")) == "P:1.x"
+    assert decode_cursor(encode_cursor("P:1.x|y"), order_id=True) == "P:1.x|y"
+    at = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
+    assert decode_cursor(encode_cursor((at, 7))) == (at, 7)
+    with pytest.raises(InvalidCursor):  # one codec, two kinds of key: neither is taken for the other
+        store.search_orders(order_id_prefix="P", cursor=encode_cursor((at, 7)))
+    with pytest.raises(InvalidCursor):
+        store.list_orders(cursor=encode_cursor("P:1"))
     with pytest.raises(InvalidCursor):
         store.search_orders(cursor="not-a-cursor")
     with pytest.raises(InvalidCursor):
