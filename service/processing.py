@@ -34,6 +34,7 @@ import anyio.to_thread
 import orjson
 
 from model.records import make_failure
+from service.errors import AsyncgateError
 from service.gateway import CallResult, InsurerGateway, QueryResult
 from service.health import InsurerHealth
 from service.learning.watch import FailureWatch
@@ -54,20 +55,22 @@ NEXT_ACTION = {
 }
 
 
-class CircuitOpen(Exception):
-    """Insurer {insurer!r} is not being called: its circuit is open for another {retry_in_s:.1f} s."""
+class CircuitOpen(AsyncgateError):
+    """insurer {insurer!r} is not being called: its circuit is open for another {retry_in_s:.1f} s"""
 
     def __init__(self, insurer: str, retry_in_s: float):
         self.insurer = insurer
         self.retry_in_s = retry_in_s
-        super().__init__(f"insurer {insurer!r} is not being called: its circuit is open for another {retry_in_s:.1f} s")
+        super().__init__(insurer=insurer, retry_in_s=retry_in_s)
 
 
-class PayloadTooLarge(Exception):
-    """The payload is {size} bytes as JSON; the limit is {limit}."""
+class PayloadTooLarge(AsyncgateError):
+    """payload is {size} bytes as JSON; the limit is {limit} bytes"""
 
     def __init__(self, size: int, limit: int):
-        super().__init__(f"payload is {size} bytes as JSON; the limit is {limit} bytes")
+        self.size = size
+        self.limit = limit
+        super().__init__(size=size, limit=limit)
 
 
 def utcnow() -> dt.datetime:

@@ -26,6 +26,7 @@ from prometheus_client import Counter
 from model.artifact import ArtifactError, load_artifact
 from model.records import Failure
 from model.registry import ACTIVE_FILE, resolve_artifact
+from service.errors import AsyncgateError
 from service.learning.shadow import ShadowScorer, shadow_artifact_dir
 from service.metrics import Metrics
 from service.scoring import ModelHolder, ServingModel
@@ -35,12 +36,17 @@ log = logging.getLogger("asyncgate.models")
 SMOKE_FAILURE: Final = Failure("smoke", "underwrite", None, "Read timed out", None, 2000.0)
 
 
-class ModelRejected(ArtifactError):
-    """The model at {path} cannot replace the serving one: {reason} (the old model keeps serving)."""
+class ModelRejected(AsyncgateError, ArtifactError):
+    """model at {path} not loaded, the old model keeps serving: {reason}
+
+    The model cannot replace the serving one. Also an ArtifactError (model/artifact.py), with its
+    `path` and `reason`, so whoever catches artifact errors catches this too.
+    """
 
     def __init__(self, path: Path, reason: str):
-        super().__init__(path, reason)
-        self.args = (f"model at {path} not loaded, the old model keeps serving: {reason}",)
+        self.path = path
+        self.reason = reason
+        super().__init__(path=path, reason=reason)
 
 
 def load_checked(artifact_dir: Path) -> ServingModel:
