@@ -1,6 +1,6 @@
 """The console's read-only pages: Overview, Orders (table and one order's timeline), Failures, Rules, Model.
 
-Each page reads the store through OrderStore's bounded console queries (service/store/insights.py)
+Each page reads the store through OrderStore's bounded console queries (`store.insights`, service/store/insights.py)
 in a worker thread and renders a template; nothing here writes. Every page needs the `read` role
 when API keys are configured.
 """
@@ -86,7 +86,8 @@ async def overview(
     activity: ActivityCache = request.app.state.console_activity
 
     def read() -> tuple[Any, ...]:
-        return store.counts_by_state(), store.backlog(now=now), activity.read(store, since=since, now=now)
+        reads = store.insights
+        return store.counts_by_state(), reads.backlog(now=now), activity.read(reads, since=since, now=now)
 
     counts, backlog, buckets = await anyio.to_thread.run_sync(read)
     insurers = _insurers(request, *(b.insurer for b in buckets))
@@ -150,7 +151,7 @@ async def orders_page(
     if not errors:
         try:
             found, next_cursor = await anyio.to_thread.run_sync(
-                lambda: store.search_orders(
+                lambda: store.insights.search_orders(
                     state=wanted_state,
                     insurer=insurer.strip() or None,
                     operation=operation.strip() or None,
@@ -240,7 +241,7 @@ async def failures_page(
     now = _now()
     since = now - dt.timedelta(hours=hours)
     observations = await anyio.to_thread.run_sync(
-        lambda: store.failure_sample(since=since, until=now, orders_limit=sample)
+        lambda: store.insights.failure_sample(since=since, until=now, orders_limit=sample)
     )
     groups = group_failures(observations)
     codes = top_codes(observations)
@@ -316,7 +317,7 @@ async def model_page(
     now = _now()
     current = models.current
     observations = await anyio.to_thread.run_sync(
-        lambda: store.failure_sample(
+        lambda: store.insights.failure_sample(
             since=now - dt.timedelta(days=CALIBRATION_DAYS), until=now, orders_limit=FAILURE_SAMPLE
         )
     )

@@ -1,4 +1,4 @@
-"""Bounded read-only queries for the operations console, mixed into OrderStore (SQLAlchemy expressions only).
+"""Bounded read-only queries for the operations console: `OrderStore.insights` (SQLAlchemy expressions only).
 
 Every query here is bounded so that a console page stays fast with millions of orders: order
 searches are keyset-paginated on an index (`ix_orders_created`, `ix_orders_state_created`,
@@ -11,7 +11,7 @@ failure and is not a FAILED order that made at most one call (a final verdict at
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -97,10 +97,10 @@ def _escape_like(text: str) -> str:
 
 
 class ConsoleReads:
-    """The console's queries; OrderStore supplies `_transaction`."""
+    """The console's queries, run in the transactions of the OrderStore that holds them (`store.insights`)."""
 
-    def _transaction(self) -> AbstractContextManager[sa.Connection]:  # pragma: no cover - OrderStore's
-        raise NotImplementedError
+    def __init__(self, transaction: Callable[[], AbstractContextManager[sa.Connection]]) -> None:
+        self._transaction = transaction
 
     def search_orders(
         self,

@@ -54,11 +54,15 @@ _LAST_OUTCOME: Final[dict[str, LastOutcome]] = {
 _UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
 
 
-class OrderStore(ConsoleReads, RuleStore):
-    """The durable order store on one Engine (SQLite or PostgreSQL), safe to share between threads."""
+class OrderStore(RuleStore):
+    """The durable order store on one Engine (SQLite or PostgreSQL), safe to share between threads.
+
+    `insights` holds the console's bounded read queries (service/store/insights.py).
+    """
 
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
+        self.insights = ConsoleReads(self._transaction)
 
     @contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:

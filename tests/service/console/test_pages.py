@@ -159,7 +159,7 @@ _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 def test_requeue_needs_an_admin_key(keyed: Service) -> None:
     store: OrderStore = keyed.app.state.store
-    dead = store.search_orders(state=OrderState.DEAD, limit=1)[0][0].order_id
+    dead = store.insights.search_orders(state=OrderState.DEAD, limit=1)[0][0].order_id
     assert keyed.client.post(f"/console/orders/{dead}/requeue", follow_redirects=False).status_code == 303  # login
     _login(keyed, READ_KEY)
     page = keyed.client.get(f"/console/orders/{dead}")
