@@ -25,7 +25,7 @@ from service.store.records import RULE_FIELDS
 
 Format = Literal["toml", "csv"]
 FORMATS: Final = ("toml", "csv")
-HEADER: Final = "# asyncgate operators' rules: `asyncgate rules import FILE` applies them (contract section 7)\n"
+HEADER: Final = "# asyncgate operators' rules: `asyncgate rules import FILE` applies them (docs/contract.md §7)\n"
 
 
 class RuleFileError(AsyncgateError, ValueError):

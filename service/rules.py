@@ -1,4 +1,4 @@
-"""Operators' rules (contract section 7): pin the decision on failures the model gets wrong, without retraining.
+"""Operators' rules (docs/contract.md §7): pin the decision on failures the model gets wrong, without retraining.
 
     draft = RuleDraft.model_validate({"error_code": "E1001", "decision": "async", "reason": "..."})
     rule = store.add_rule(draft.new_rule(), actor="ops-alice", now=now)

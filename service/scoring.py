@@ -47,7 +47,7 @@ class Verdict:
 
 
 def explanation_item(contribution: Contribution) -> dict[str, Any]:
-    """One explanation item as the API returns and the store records it (contract section 7)."""
+    """One explanation item as the API returns and the store records it (docs/contract.md §7)."""
     item: dict[str, Any] = {
         "kind": contribution.kind,
         "feature": contribution.feature,

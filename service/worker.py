@@ -1,4 +1,4 @@
-"""The re-execution worker (contract section 4): claim due ASYNC_PROCESSING orders under a lease,
+"""The re-execution worker (docs/contract.md §4): claim due ASYNC_PROCESSING orders under a lease,
 re-execute them concurrently, and move each on through OrderProcessor.reexecute.
 
 Shutdown (SIGTERM/SIGINT sets `stop`): no new claims; orders already running finish (each is

@@ -1,6 +1,6 @@
 """The insurers file: name -> InsurerConfig, validated on load with errors naming file, insurer and field.
 
-The file is TOML (contract section 1)::
+The file is TOML (docs/contract.md §1)::
 
     [insurers.acme]
     base_url = "http://127.0.0.1:9001"

@@ -62,7 +62,7 @@ class FailureObservation:
     probability: float | None
     category: str | None
     model_version: str | None
-    explanation: Any = None  # the verdict's explanation items (contract section 7), as stored
+    explanation: Any = None  # the verdict's explanation items (docs/contract.md §7), as stored
 
 
 @dataclass(frozen=True, slots=True)

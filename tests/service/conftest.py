@@ -1,7 +1,7 @@
 """Service test fixtures: the toy model once per session, a scripted mock insurer, the app under TestClient.
 
     serving_model          a ServingModel of tests.factories.toy_classifier(), saved and loaded as an artifact
-    MockInsurer            an insurer behind httpx.MockTransport speaking contract section 3; scripts per order
+    MockInsurer            an insurer behind httpx.MockTransport speaking docs/contract.md §3; scripts per order
     start_service(...)     create_app + TestClient (lifespan run) on SQLite by default, or on `db_url`
     run_worker(...)        one in-process `Worker.run(once=True)` against the same database and insurer
 
