@@ -3,7 +3,7 @@
     table = reliability(zip(probabilities, labels))      # equal-width bins; empty bins left out
     ece = expected_calibration_error(table)               # Σ_bins (n_bin / n) · |mean p − observed rate|
 
-Used by the evaluation (training/metrics.py), the live reports (service/model_report.py, drift) and
+Used by the evaluation (training/metrics.py), the live reports (service/learning/report.py, drift) and
 the console's reliability chart, so every figure called "ECE" is the same computation.
 """
 

@@ -1,14 +1,14 @@
 """The failure record: the columns every part of asyncgate agrees on, and the failure categories.
 
 A failure record is one failed synchronous call to an insurer or partner. Training rows (CSV,
-contract section 5) and /classify requests map to the same record; nothing else is a feature.
+docs/contract.md §5) and /classify requests map to the same record; nothing else is a feature.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-#: Input fields of a failure record, in CSV column order (contract section 5).
+#: Input fields of a failure record, in CSV column order (docs/contract.md §5).
 FEATURE_COLUMNS: Final = ("insurer", "operation", "error_code", "error_message", "http_status", "latency_ms")
 #: The label: 1 when the failure is async-eligible (execute again later), else 0.
 LABEL_COLUMN: Final = "async_eligible"

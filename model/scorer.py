@@ -16,7 +16,7 @@ The category head's logits split the same way; the category is the argmax among 
 the decided side (async or final). Real failure streams repeat messages and code tuples, so most
 failures cost two dictionary hits and a handful of additions.
 
-Explanations (contract section 7) are read, not n-grams: `text_spans` sums the n-gram weights over
+Explanations (docs/contract.md §7) are read, not n-grams: `text_spans` sums the n-gram weights over
 words and short phrases of the message ("系统繁忙", "do not retry") and keeps the strongest ones that
 do not overlap; field features keep their names with a `kind` (code, status, latency, insurer,
 operation). The spans are worked out once per distinct message, like the rest of the message part.
@@ -46,7 +46,7 @@ K = TypeVar("K", bound=Hashable)
 
 @dataclass(frozen=True)
 class Contribution:
-    """One item of an explanation: its kind (contract section 7), feature name, weight, and for a
+    """One item of an explanation: its kind (docs/contract.md §7), feature name, weight, and for a
     `text` item the span of the message it covers."""
 
     kind: str
@@ -90,7 +90,7 @@ _FIELD_KINDS: Final = (
 
 
 def field_kind(feature: str) -> str:
-    """The explanation kind of a field feature name (contract section 7)."""
+    """The explanation kind of a field feature name (docs/contract.md §7)."""
     for prefix, kind in _FIELD_KINDS:
         if feature.startswith(prefix):
             return kind

@@ -57,6 +57,7 @@ def create_app(
             app.state.models = runtime.models
             app.state.gateway = runtime.gateway
             app.state.processor = runtime.processor
+            app.state.health = runtime.health
             app.state.learning = runtime.learning
             app.state.rules = runtime.rules
             app.state.classify_limiter = anyio.CapacityLimiter(settings.classify_threads)

@@ -1,4 +1,4 @@
-"""The `asyncgate` command line (contract section 1): the one place that composes training and service.
+"""The `asyncgate` command line (docs/contract.md §1): the one place that composes training and service.
 
 Every command builds its Settings once from flags and ASYNCGATE_* variables and hands them on.
 Training modules are imported inside the commands that need them, so `serve` and `worker` start
@@ -176,6 +176,8 @@ async def _run_worker(settings: Settings, once: bool) -> Any:
         runner = Worker(
             runtime.processor,
             runtime.store,
+            health=runtime.health,
+            metrics=runtime.metrics,
             batch=settings.worker_batch,
             concurrency=settings.worker_concurrency,
             lease_s=settings.lease_s,
@@ -193,7 +195,7 @@ def generate_data(
     seed: Annotated[int, typer.Option(help="random seed (same seed, same file)")],
     out: Annotated[Path, typer.Option(help="CSV to write")],
 ) -> None:
-    """Write synthetic historical failures (contract section 5)."""
+    """Write synthetic historical failures (docs/contract.md §5)."""
     from training.generate import generate_failures, write_failures_csv
 
     frame = generate_failures(rows, seed)
@@ -230,7 +232,7 @@ def train(
 @app.command()
 def evaluate(
     model_dir: Annotated[Path, typer.Option("--model-dir", help="model registry or artifact folder")],
-    data: Annotated[Path, typer.Option(help="labelled CSV (contract section 5)")],
+    data: Annotated[Path, typer.Option(help="labelled CSV (docs/contract.md §5)")],
     json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics as JSON here")] = None,
 ) -> None:
     """Score a labelled CSV with a trained model; print (and optionally write) the metrics."""
@@ -349,12 +351,12 @@ SinceOpt = Annotated[str | None, typer.Option("--since", help="only first failur
 
 @app.command("export-outcomes")
 def export_outcomes(
-    out: Annotated[Path, typer.Option(help="CSV to write (contract section 5, plus provenance columns)")],
+    out: Annotated[Path, typer.Option(help="CSV to write (docs/contract.md §5, plus provenance columns)")],
     db_url: DbUrlOpt = None,
     since: SinceOpt = None,
 ) -> None:
     """Write each order's first failure labelled by what re-execution showed (personal data masked)."""
-    from service.outcomes import export_outcomes as export
+    from service.learning.outcomes import export_outcomes as export
     from service.store import StoreUnavailable
 
     try:
@@ -378,9 +380,9 @@ def models_report(
     """Live decisions and outcomes per model version; candidates (default: the active one) re-scored."""
     from model.artifact import ArtifactError
     from model.registry import active_version
-    from service.lifecycle import load_checked
-    from service.model_report import model_report, render_report
-    from service.outcomes import iter_first_failures
+    from service.learning.outcomes import iter_first_failures
+    from service.learning.reload import load_checked
+    from service.learning.report import model_report, render_report
     from service.store import StoreUnavailable
 
     settings = _settings(db_url=db_url, model_dir=model_dir)
@@ -567,7 +569,7 @@ def simulate_insurer(
     style: Annotated[str | None, typer.Option(help="partner style from synth/vocab to word failures")] = None,
     state_file: Annotated[Path | None, typer.Option(help="persist the ledger here (survives restarts)")] = None,
 ) -> None:
-    """Run a simulated insurer speaking the insurer protocol (contract section 3)."""
+    """Run a simulated insurer speaking the insurer protocol (docs/contract.md §3)."""
     from service.simulator import serve_simulator
 
     serve_simulator(host=host, port=port, scenario=scenario, seed=seed, style=style, state_file=state_file)

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     default_train_rows: int = Field(default=60_000, ge=1_000)
     default_train_seed: int = 7
 
-    # re-execution schedule (contract section 1)
+    # re-execution schedule (docs/contract.md §1)
     retry_base_s: float = Field(default=5.0, gt=0)
     retry_max_s: float = Field(default=600.0, gt=0)
     retry_max_attempts: int = Field(default=8, ge=1)
@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     retry_burst: int = Field(default=20, ge=1)
 
     # operators' rules (service/rules.py): each process flushes its hit counts and checks the rule set's
-    # version this often; a change made elsewhere applies within this plus one reload (contract: 5 s)
+    # version this often; a change made elsewhere applies within this plus one reload (docs/contract.md §7: 5 s)
     rules_poll_s: float = Field(default=1.0, gt=0, le=4.0)
 
     # API keys: "KEY:ROLE[:NAME],..." with ROLE read, write or admin (see service/api/auth.py);

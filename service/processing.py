@@ -4,12 +4,16 @@
     async-eligible, keep the order in ASYNC_PROCESSING with its business data so the operation is
     executed again; tell the platform its next business step either way.
 
-`OrderProcessor.process` serves POST /process; `OrderProcessor.reexecute` serves the worker. Both go
-through `decide`, so the API and the worker can never disagree on what a failure means. A failure
-whose outcome is unknown (the request may have reached the insurer) is always kept async whatever
-the model says: only a query can settle it, and the worker queries before it sends again.
+`OrderProcessor.process` serves POST /process; `OrderProcessor.reexecute` serves the worker. Every
+step on an order (a call, a query, or a skip while the insurer's circuit is open) goes through
+`decide`, whose due times all come from the RetryPolicy (service/retry.py), and one recording tail
+(`_settle`: the attempt and the move written together, a log line, the transition metric), so the API
+and the worker can never disagree on what a failure means. A failure whose outcome is unknown (the
+request may have reached the insurer) is always kept async whatever the model says: only a query can
+settle it, and the worker queries before it sends again; an order the insurer reports completed
+becomes SUCCEEDED without a second call.
 
-Every call's outcome feeds the insurer's circuit breaker (service/breaker.py). While it is open,
+Every call's outcome feeds the insurer's circuit breaker (service/health.py, service/breaker.py). While it is open,
 `process` records the order as ASYNC_PROCESSING at once without calling (a "skip" attempt, due when
 the breaker will let a probe through) and `reexecute` raises CircuitOpen, which the worker answers
 by putting the order back untouched.
@@ -21,21 +25,21 @@ import datetime as dt
 import hashlib
 import logging
 import random
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 import anyio.to_thread
 import orjson
 
 from model.records import make_failure
-from service.breaker import STATE_VALUE, BreakerPolicy, Breakers, BreakerState
-from service.gateway import CallResult, InsurerGateway
-from service.learning import FailureWatch
+from service.errors import AsyncgateError
+from service.gateway import CallResult, InsurerGateway, QueryResult
+from service.health import InsurerHealth
+from service.learning.watch import FailureWatch
 from service.metrics import Metrics
-from service.retry import RetryPolicy, next_attempt_at
+from service.retry import RetryPolicy, after_open_circuit, next_attempt_at
 from service.rules import RuleBook
 from service.scoring import ModelHolder, Verdict
 from service.store import AttemptOutcome, LeaseLost, NewAttempt, OrderRecord, OrderState, OrderStore
@@ -51,20 +55,22 @@ NEXT_ACTION = {
 }
 
 
-class CircuitOpen(Exception):
-    """Insurer {insurer!r} is not being called: its circuit is open for another {retry_in_s:.1f} s."""
+class CircuitOpen(AsyncgateError):
+    """insurer {insurer!r} is not being called: its circuit is open for another {retry_in_s:.1f} s"""
 
     def __init__(self, insurer: str, retry_in_s: float):
         self.insurer = insurer
         self.retry_in_s = retry_in_s
-        super().__init__(f"insurer {insurer!r} is not being called: its circuit is open for another {retry_in_s:.1f} s")
+        super().__init__(insurer=insurer, retry_in_s=retry_in_s)
 
 
-class PayloadTooLarge(Exception):
-    """The payload is {size} bytes as JSON; the limit is {limit}."""
+class PayloadTooLarge(AsyncgateError):
+    """payload is {size} bytes as JSON; the limit is {limit} bytes"""
 
     def __init__(self, size: int, limit: int):
-        super().__init__(f"payload is {size} bytes as JSON; the limit is {limit} bytes")
+        self.size = size
+        self.limit = limit
+        super().__init__(size=size, limit=limit)
 
 
 def utcnow() -> dt.datetime:
@@ -78,14 +84,30 @@ def request_hash(insurer: str, operation: str, payload: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class CircuitSkip:
+    """A step that made no call: the insurer's circuit is open for another `retry_in_s` seconds."""
+
+    insurer: str
+    retry_in_s: float
+
+
+#: What one step on an order told: a call's result, a query's answer, or a skip (circuit open).
+Step = CallResult | QueryResult | CircuitSkip
+
+
+@dataclass(frozen=True)
 class Decision:
+    """Where the order goes. `send_now`: a query found no trace of the order, so nothing moves and it is
+    sent again at once (the query is recorded, the lease kept)."""
+
     state: OrderState
     next_attempt_at: dt.datetime | None
     reason: str
+    send_now: bool = False
 
 
 def decide(
-    call: CallResult,
+    step: Step,
     verdict: Verdict | None,
     *,
     calls_made: int,
@@ -94,10 +116,25 @@ def decide(
     policy: RetryPolicy,
     rng: random.Random,
 ) -> Decision:
-    """Where an order goes after a call: SUCCEEDED, FAILED, ASYNC_PROCESSING (+ when), or DEAD."""
-    if call.outcome == "success":
+    """Where an order goes after a step: SUCCEEDED, FAILED, ASYNC_PROCESSING (+ when), or DEAD.
+
+    `calls_made` counts this step if it is a call or an unanswered query (which backs off and ends in
+    DEAD like a call); due times come from the RetryPolicy (service/retry.py)."""
+    if isinstance(step, CircuitSkip):
+        due = after_open_circuit(policy, retry_in_s=step.retry_in_s, now=now, rng=rng)
+        return Decision(OrderState.ASYNC_PROCESSING, due, "circuit open: not called")
+    if isinstance(step, QueryResult):
+        if step.completed:
+            return Decision(OrderState.SUCCEEDED, None, "insurer reports it completed (query)")
+        if step.completed is False:
+            return Decision(OrderState.ASYNC_PROCESSING, now, "insurer has no trace of it (query): send again", True)
+        when = next_attempt_at(policy, attempts=calls_made, first_failure_at=first_failure_at, now=now, rng=rng)
+        if when is None:
+            return Decision(OrderState.DEAD, None, "re-execution exhausted (query unanswered)")
+        return Decision(OrderState.ASYNC_PROCESSING, when, "query could not tell, asking again later")
+    if step.outcome == "success":
         return Decision(OrderState.SUCCEEDED, None, "insurer succeeded")
-    unknown = call.outcome == "unknown"
+    unknown = step.outcome == "unknown"
     if verdict is not None and not verdict.async_eligible and not unknown and not verdict.exploration:
         return Decision(OrderState.FAILED, None, f"final failure ({verdict.category or 'uncategorized'})")
     when = next_attempt_at(policy, attempts=calls_made, first_failure_at=first_failure_at, now=now, rng=rng)
@@ -113,14 +150,32 @@ def decide(
     return Decision(OrderState.ASYNC_PROCESSING, when, why)
 
 
-def attempt_from_call(call: CallResult, verdict: Verdict | None) -> NewAttempt:
+def new_attempt(step: Step, verdict: Verdict | None) -> NewAttempt:
+    """The attempt row a step writes."""
+    if isinstance(step, CircuitSkip):
+        return NewAttempt(
+            kind="skip",
+            outcome="skipped",
+            latency_ms=0.0,
+            error_message=f"circuit open: insurer {step.insurer} not called after repeated failures",
+            async_eligible=True,
+            category="circuit_open",
+        )
+    if isinstance(step, QueryResult):
+        return NewAttempt(
+            kind="query",
+            outcome=query_outcome(step),
+            latency_ms=round(step.latency_ms, 3),
+            error_message=step.error_message,
+            http_status=step.http_status,
+        )
     return NewAttempt(
         kind="call",
-        outcome=call.outcome,
-        latency_ms=round(call.latency_ms, 3),
-        error_code=call.error_code,
-        error_message=call.error_message,
-        http_status=call.http_status,
+        outcome=step.outcome,
+        latency_ms=round(step.latency_ms, 3),
+        error_code=step.error_code,
+        error_message=step.error_message,
+        http_status=step.http_status,
         async_eligible=None if verdict is None else verdict.async_eligible,
         probability=None if verdict is None else verdict.probability,
         category=None if verdict is None else verdict.category,
@@ -130,6 +185,10 @@ def attempt_from_call(call: CallResult, verdict: Verdict | None) -> NewAttempt:
         decided_by=None if verdict is None else verdict.decided_by,
         rule_id=None if verdict is None else verdict.rule_id,
     )
+
+
+def query_outcome(answer: QueryResult) -> AttemptOutcome:
+    return "completed" if answer.completed else "not_found" if answer.completed is False else "unknown"
 
 
 #: Store calls run in threads, at most this many at once. Each is mostly Python (SQLAlchemy and the
@@ -154,8 +213,7 @@ class OrderProcessor:
         max_payload_bytes: int,
         rng: random.Random | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
-        breaker_policy: BreakerPolicy | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        health: InsurerHealth,
         watch: FailureWatch | None = None,
         rules: RuleBook | None = None,
     ):
@@ -168,27 +226,14 @@ class OrderProcessor:
         self.max_payload_bytes = max_payload_bytes
         self.rng = rng or random.Random()
         self.clock = clock
-        self.watch = watch  # drift, shadow scoring and exploration of first failures (service/learning.py)
+        self.watch = watch  # drift, shadow scoring and exploration of first failures (service/learning/watch.py)
         self.rules = rules or RuleBook()  # operators' rules (service/rules.py); none by default
         self._store_slots = anyio.CapacityLimiter(STORE_THREADS)
-        self.breakers = Breakers(breaker_policy, clock=monotonic, on_change=self._circuit_changed)
+        self.health = health  # the insurers' circuit breakers, owned by the runtime (service/health.py)
 
     async def _in_store(self, call: Callable[[], T]) -> T:
         """Run a store call in a worker thread (at most STORE_THREADS at once)."""
         return await anyio.to_thread.run_sync(call, limiter=self._store_slots)
-
-    def _circuit_changed(self, insurer: str, before: BreakerState, after: BreakerState, why: str) -> None:
-        self.metrics.circuit(insurer, after.value, STATE_VALUE[after])
-        level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
-        log.log(
-            level,
-            "circuit for insurer %s: %s → %s (%s)",
-            insurer,
-            before.value,
-            after.value,
-            why,
-            extra={"insurer": insurer, "circuit": after.value, "previous": before.value, "reason": why},
-        )
 
     @staticmethod
     def call_failed(call: CallResult, verdict: Verdict | None) -> bool:
@@ -241,58 +286,58 @@ class OrderProcessor:
             stored = await self._in_store(lambda: self.store.get(order_id))
             return stored or order
         try:
-            if not self.breakers.allow(insurer):
-                return await self._short_circuit(order)
-            return await self._execute(order, actor="api")
+            if not self.health.allow(insurer):
+                self.metrics.short_circuited.labels(insurer=insurer, actor="api").inc()
+                return await self._settle(order, CircuitSkip(insurer, self.health.retry_in(insurer)), actor="api")
+            return await self._call(order, actor="api")
         except LeaseLost:
             # the call outlived the lease and a worker took the order over: report where it stands
             stored = await self._in_store(lambda: self.store.get(order_id))
             return stored or order
 
-    async def _short_circuit(self, order: OrderRecord) -> OrderRecord:
-        """The insurer's circuit is open: keep the order async without calling, due when a probe may go."""
-        retry_in = self.breakers.retry_in(order.insurer)
-        now = self.clock()
-        when = now + dt.timedelta(seconds=retry_in + self.rng.uniform(0.0, self.policy.base_s))
-        attempt = NewAttempt(
-            kind="skip",
-            outcome="skipped",
-            latency_ms=0.0,
-            error_message=f"circuit open: insurer {order.insurer} not called after repeated failures",
-            async_eligible=True,
-            category="circuit_open",
-        )
-        lease_owner = order.lease_owner or "api"
-        recorded = await self._in_store(
-            lambda: self.store.record_attempt(
-                order.pk,
-                attempt,
-                new_state=OrderState.ASYNC_PROCESSING,
-                next_attempt_at=when,
-                lease_owner=lease_owner,
-                reason="circuit open: not called",
-                actor="api",
-                now=now,
-                count_call=False,
-            )
-        )
-        self.metrics.short_circuited.labels(insurer=order.insurer, actor="api").inc()
-        log.info(
-            "order %s → ASYNC_PROCESSING without a call (circuit open)",
-            order.order_id,
-            extra={"order_id": order.order_id, "insurer": order.insurer, "state": "ASYNC_PROCESSING", "actor": "api"},
-        )
-        self.metrics.transition(OrderState.ASYNC_PROCESSING.value, "api")
-        return recorded
+    async def reexecute(self, order: OrderRecord, *, actor: str) -> OrderRecord:
+        """The worker's step for one claimed order: query first when the last outcome is unknown.
 
-    async def _execute(self, order: OrderRecord, *, actor: str) -> OrderRecord:
+        CircuitOpen (nothing done) when the insurer's circuit breaker lets no call through now."""
+        if not self.health.allow(order.insurer):
+            self.metrics.short_circuited.labels(insurer=order.insurer, actor="worker").inc()
+            raise CircuitOpen(order.insurer, self.health.retry_in(order.insurer))
+        if order.last_outcome in (None, "unknown"):
+            answer = await self.gateway.query(order.insurer, order.order_id, order.operation)
+            self.metrics.query(order.insurer, query_outcome(answer))
+            self.health.record(order.insurer, failed=answer.completed is None)
+            settled = await self._settle(order, answer, actor=actor)
+            if settled is not None:
+                return settled
+        return await self._call(order, actor=actor)
+
+    async def _call(self, order: OrderRecord, *, actor: str) -> OrderRecord:
         call = await self.gateway.call(order.insurer, order.order_id, order.operation, order.payload)
         self.metrics.insurer_call(order.insurer, call.outcome, call.latency_ms)
         verdict = self.classify_call(order.insurer, order.operation, call, first_failure=order.first_failure_at is None)
-        self.breakers.record(order.insurer, failed=self.call_failed(call, verdict))
+        self.health.record(order.insurer, failed=self.call_failed(call, verdict))
+        return await self._settle(order, call, actor=actor, verdict=verdict)
+
+    @overload
+    async def _settle(
+        self, order: OrderRecord, step: CallResult | CircuitSkip, *, actor: str, verdict: Verdict | None = None
+    ) -> OrderRecord: ...
+
+    @overload
+    async def _settle(
+        self, order: OrderRecord, step: QueryResult, *, actor: str, verdict: Verdict | None = None
+    ) -> OrderRecord | None: ...
+
+    async def _settle(
+        self, order: OrderRecord, step: Step, *, actor: str, verdict: Verdict | None = None
+    ) -> OrderRecord | None:
+        """The one recording tail: decide where the order goes, write the attempt and the move, log, count.
+
+        None when the decision is to send again now (a query found no trace): the query is recorded
+        and the lease kept for the call that follows."""
         now = self.clock()
         decision = decide(
-            call,
+            step,
             verdict,
             calls_made=order.attempts + 1,
             first_failure_at=order.first_failure_at or now,
@@ -300,97 +345,43 @@ class OrderProcessor:
             policy=self.policy,
             rng=self.rng,
         )
+        attempt = new_attempt(step, verdict)
         lease_owner = order.lease_owner or actor
+        if decision.send_now:
+            await self._in_store(
+                lambda: self.store.record_query(order.pk, attempt, lease_owner=lease_owner, actor=actor, now=now)
+            )
+            return None
+        success = attempt.outcome in ("success", "completed")
         recorded = await self._in_store(
             lambda: self.store.record_attempt(
                 order.pk,
-                attempt_from_call(call, verdict),
+                attempt,
                 new_state=decision.state,
                 next_attempt_at=decision.next_attempt_at,
                 lease_owner=lease_owner,
                 reason=decision.reason,
                 actor=actor,
-                result=call.data if call.outcome == "success" else None,
+                result=step.data if success and not isinstance(step, CircuitSkip) else None,
                 now=now,
-                count_call=True,
+                # a call counts, and so does an unanswered query; a skip or a query that settles it does not
+                count_call=attempt.kind == "call" or attempt.outcome == "unknown",
             )
         )
         log.info(
-            "order %s → %s",
+            "order %s → %s (%s)",
             order.order_id,
             decision.state.value,
+            decision.reason,
             extra={
                 "order_id": order.order_id,
                 "insurer": order.insurer,
                 "state": decision.state.value,
-                "outcome": call.outcome,
-                "category": verdict.category if verdict else None,
+                "step": attempt.kind,
+                "outcome": attempt.outcome,
+                "category": attempt.category,
                 "actor": actor,
             },
         )
         self.metrics.transition(decision.state.value, actor)
-        return recorded
-
-    async def reexecute(self, order: OrderRecord, *, actor: str) -> OrderRecord:
-        """The worker's step for one claimed order: query first when the last outcome is unknown.
-
-        CircuitOpen (nothing done) when the insurer's circuit breaker lets no call through now."""
-        if not self.breakers.allow(order.insurer):
-            self.metrics.short_circuited.labels(insurer=order.insurer, actor="worker").inc()
-            raise CircuitOpen(order.insurer, self.breakers.retry_in(order.insurer))
-        if order.last_outcome in (None, "unknown"):
-            settled = await self._settle_by_query(order, actor=actor)
-            if settled is not None:
-                return settled
-        return await self._execute(order, actor=actor)
-
-    async def _settle_by_query(self, order: OrderRecord, *, actor: str) -> OrderRecord | None:
-        """Ask the insurer; completed → SUCCEEDED without a call; unknown → reschedule; not found → None."""
-        answer = await self.gateway.query(order.insurer, order.order_id, order.operation)
-        now = self.clock()
-        outcome: AttemptOutcome = (
-            "completed" if answer.completed else "not_found" if answer.completed is False else "unknown"
-        )
-        self.metrics.query(order.insurer, outcome)
-        self.breakers.record(order.insurer, failed=answer.completed is None)
-        attempt = NewAttempt(
-            kind="query",
-            outcome=outcome,
-            latency_ms=round(answer.latency_ms, 3),
-            error_message=answer.error_message,
-            http_status=answer.http_status,
-        )
-        if answer.completed is False:
-            await self._in_store(
-                lambda: self.store.record_query(order.pk, attempt, lease_owner=actor, actor=actor, now=now)
-            )
-            return None
-        if answer.completed:
-            state, when, reason = OrderState.SUCCEEDED, None, "insurer reports it completed (query)"
-        else:
-            # an unanswered query counts as an attempt: it backs off and ends in DEAD like a call
-            when = next_attempt_at(
-                self.policy,
-                attempts=order.attempts + 1,
-                first_failure_at=order.first_failure_at or now,
-                now=now,
-                rng=self.rng,
-            )
-            state = OrderState.ASYNC_PROCESSING if when is not None else OrderState.DEAD
-            reason = "query could not tell, asking again later" if when else "re-execution exhausted (query unanswered)"
-        recorded = await self._in_store(
-            lambda: self.store.record_attempt(
-                order.pk,
-                attempt,
-                new_state=state,
-                next_attempt_at=when,
-                lease_owner=actor,
-                reason=reason,
-                actor=actor,
-                result=answer.data if answer.completed else None,
-                now=now,
-                count_call=not answer.completed,
-            )
-        )
-        self.metrics.transition(state.value, actor)
         return recorded

@@ -10,6 +10,9 @@ where `attempts` is the number of insurer calls made so far (1 after the first f
 order is DEAD (None is returned) when `attempts >= max_attempts`, or when the next attempt would
 come more than `max_age_s` after the first failure: `now + delay - first_failure_at > max_age_s`
 (which includes an age already exceeded).
+
+An order not called because its insurer's circuit is open is due when a probe may go
+(`after_open_circuit`); that spends no attempt.
 """
 
 from __future__ import annotations
@@ -72,3 +75,10 @@ def next_attempt_at(
     if (now + delay - first_failure_at).total_seconds() > policy.max_age_s:
         return None
     return now + delay
+
+
+def after_open_circuit(policy: RetryPolicy, *, retry_in_s: float, now: dt.datetime, rng: random.Random) -> dt.datetime:
+    """When an order held back by an open circuit (no call made) is due: once the breaker lets a
+    probe through, `retry_in_s` from now, plus up to `base_s` of jitter so held orders do not all
+    come due at once. No call was made, so this spends none of the attempts."""
+    return now + dt.timedelta(seconds=retry_in_s + rng.uniform(0.0, policy.base_s))

@@ -18,17 +18,21 @@ from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
+from service.errors import AsyncgateError
 from service.rules import RuleDraft
 from service.store import RuleRecord
 from service.store.records import RULE_FIELDS
 
 Format = Literal["toml", "csv"]
 FORMATS: Final = ("toml", "csv")
-HEADER: Final = "# asyncgate operators' rules: `asyncgate rules import FILE` applies them (contract section 7)\n"
+HEADER: Final = "# asyncgate operators' rules: `asyncgate rules import FILE` applies them (docs/contract.md §7)\n"
 
 
-class RuleFileError(ValueError):
-    """A rules file that cannot be read or holds invalid rows (the message names each row and field)."""
+class RuleFileError(AsyncgateError, ValueError):
+    """{where}: {problem}
+
+    A rules file that cannot be read or holds invalid rows; the message names each row and field.
+    """
 
 
 def format_of(path: Path) -> Format:
@@ -37,7 +41,7 @@ def format_of(path: Path) -> Format:
         return "toml"
     if suffix == "csv":
         return "csv"
-    raise RuleFileError(f"{path}: a rules file ends in .toml or .csv")
+    raise RuleFileError(where=path, problem="a rules file ends in .toml or .csv")
 
 
 def _toml_string(text: str) -> str:
@@ -89,21 +93,23 @@ def _rows(text: str, fmt: Format, where: str) -> list[Any]:
         try:
             document = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise RuleFileError(f"{where}: not valid TOML: {exc}") from exc
+            raise RuleFileError(where=where, problem=f"not valid TOML: {exc}") from exc
         unknown = sorted(set(document) - {"rules"})
         if unknown:
-            raise RuleFileError(f"{where}: unknown top-level key {unknown[0]!r}; rules are [[rules]] tables")
+            raise RuleFileError(
+                where=where, problem=f"unknown top-level key {unknown[0]!r}; rules are [[rules]] tables"
+            )
         rows = document.get("rules", [])
         if not isinstance(rows, list):
-            raise RuleFileError(f"{where}: 'rules' must be an array of tables ([[rules]])")
+            raise RuleFileError(where=where, problem="'rules' must be an array of tables ([[rules]])")
         return rows
     reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
     unknown = [name for name in header if name not in RULE_FIELDS]
     if unknown:
-        raise RuleFileError(f"{where}: unknown column {unknown[0]!r}; columns are {', '.join(RULE_FIELDS)}")
+        raise RuleFileError(where=where, problem=f"unknown column {unknown[0]!r}; columns are {', '.join(RULE_FIELDS)}")
     if "decision" not in header or "reason" not in header:
-        raise RuleFileError(f"{where}: the header needs at least the columns decision and reason")
+        raise RuleFileError(where=where, problem="the header needs at least the columns decision and reason")
     rows = []
     for row in reader:
         if None in row:  # more cells than the header has columns
@@ -131,7 +137,9 @@ def parse_rules(text: str, fmt: Format, *, where: str = "rules file") -> list[Ru
                 field = ".".join(str(part) for part in error["loc"]) or "row"
                 problems.append(f"row {number}, field {field}: {error['msg']}")
     if problems:
-        raise RuleFileError(f"{where}: nothing imported, {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+        raise RuleFileError(
+            where=where, problem=f"nothing imported, {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        )
     return drafts
 
 
@@ -140,5 +148,5 @@ def read_rules_file(path: Path) -> list[RuleDraft]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise RuleFileError(f"{path}: cannot be read: {exc}") from exc
+        raise RuleFileError(where=path, problem=f"cannot be read: {exc}") from exc
     return parse_rules(text, fmt, where=str(path))

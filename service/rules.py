@@ -1,4 +1,4 @@
-"""Operators' rules (contract section 7): pin the decision on failures the model gets wrong, without retraining.
+"""Operators' rules (docs/contract.md §7): pin the decision on failures the model gets wrong, without retraining.
 
     draft = RuleDraft.model_validate({"error_code": "E1001", "decision": "async", "reason": "..."})
     rule = store.add_rule(draft.new_rule(), actor="ops-alice", now=now)
@@ -17,7 +17,7 @@ Deciding. The pinned verdict's `async_eligible` is the rule's decision, `probabi
 `{"kind": "rule", "feature": "rule:<id>", "weight": 0.0, "rule_id", "reason", "model_async_eligible"}`
 goes first. The category is the rule's when it names one; otherwise the model's when the rule keeps the
 model's side, and null when it flips it (the model's category would name a cause on the other side).
-A rule-decided verdict is never explored (service/learning.py).
+A rule-decided verdict is never explored (service/learning/watch.py).
 
 Speed. `RuleSet` compiles the live rules into buckets keyed by the (insurer, operation, code) fields
 each rule sets, so a lookup is at most eight dict reads plus the message check of the few rules in the

@@ -2,7 +2,8 @@
 
 `open_runtime(settings)` is used by the API's lifespan and by the worker command alike: the
 database engine (migrated), the order store, the serving model, the pooled HTTP client and
-gateway, metrics and the OrderProcessor that ties them together.
+gateway, metrics, the insurers' health (circuit breakers), the learning loop, the operators' rules and
+the OrderProcessor that ties them together.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import httpx
 from service.breaker import BreakerPolicy
 from service.config import Settings
 from service.gateway import InsurerGateway, InsurerRegistry, load_insurers, make_http_client
-from service.lifecycle import Learning, open_learning
+from service.health import InsurerHealth
+from service.learning.loop import Learning, open_learning
 from service.metrics import Metrics
 from service.processing import OrderProcessor
 from service.retry import RetryPolicy
@@ -35,8 +37,9 @@ class Runtime:
     gateway: InsurerGateway
     metrics: Metrics
     processor: OrderProcessor
-    learning: Learning | None = None  # hot reload, drift, shadow scoring, exploration (service/lifecycle.py)
-    rules: RuleBook | None = None  # operators' rules, kept in step with the database (service/rules.py)
+    health: InsurerHealth  # the insurers' circuit breakers: the processor's, the worker's, the console's
+    learning: Learning  # hot reload, drift, shadow scoring, exploration (service/learning/loop.py)
+    rules: RuleBook  # operators' rules, kept in step with the database (service/rules.py)
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -100,6 +103,7 @@ async def open_runtime(
             tasks.start_soon(rules.run, store, settings.rules_poll_s)
             learning = await stack.enter_async_context(open_learning(settings, store, holder, metrics))
             gateway = InsurerGateway(registry, client)
+            health = InsurerHealth(breaker_policy(settings), metrics)
             processor = OrderProcessor(
                 store,
                 gateway,
@@ -109,11 +113,11 @@ async def open_runtime(
                 lease_s=settings.lease_s,
                 max_payload_bytes=settings.max_payload_bytes,
                 rng=random.Random(),
-                breaker_policy=breaker_policy(settings),
+                health=health,
                 watch=learning.watch,
                 rules=rules,
             )
-            yield Runtime(settings, store, holder, gateway, metrics, processor, learning, rules)
+            yield Runtime(settings, store, holder, gateway, metrics, processor, health, learning, rules)
         finally:
             await stack.aclose()
             if own_client:

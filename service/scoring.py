@@ -26,7 +26,7 @@ class Verdict:
     category: str | None
     model_version: str
     explanation: list[dict[str, Any]]
-    #: Set by the learning loop (service/learning.py) on a final verdict kept async to learn its outcome.
+    #: Set by the learning loop (service/learning/watch.py) on a final verdict kept async to learn its outcome.
     exploration: bool = False
     #: "model", or "rule" when an operator's rule pinned the decision (service/rules.py `pin`); then
     #: `rule_id` names it, and `probability` stays the model's.
@@ -47,7 +47,7 @@ class Verdict:
 
 
 def explanation_item(contribution: Contribution) -> dict[str, Any]:
-    """One explanation item as the API returns and the store records it (contract section 7)."""
+    """One explanation item as the API returns and the store records it (docs/contract.md §7)."""
     item: dict[str, Any] = {
         "kind": contribution.kind,
         "feature": contribution.feature,

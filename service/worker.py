@@ -1,4 +1,4 @@
-"""The re-execution worker (contract section 4): claim due ASYNC_PROCESSING orders under a lease,
+"""The re-execution worker (docs/contract.md §4): claim due ASYNC_PROCESSING orders under a lease,
 re-execute them concurrently, and move each on through OrderProcessor.reexecute.
 
 Shutdown (SIGTERM/SIGINT sets `stop`): no new claims; orders already running finish (each is
@@ -25,6 +25,8 @@ import anyio
 import anyio.to_thread
 
 from service.budget import RetryBudget
+from service.health import InsurerHealth
+from service.metrics import Metrics
 from service.processing import CircuitOpen, OrderProcessor, utcnow
 from service.store import LeaseLost, OrderRecord, OrderStore, StoreUnavailable
 
@@ -51,6 +53,8 @@ class Worker:
         processor: OrderProcessor,
         store: OrderStore,
         *,
+        health: InsurerHealth,
+        metrics: Metrics,
         worker_id: str | None = None,
         batch: int = 100,
         concurrency: int = 16,
@@ -60,6 +64,8 @@ class Worker:
     ):
         self.processor = processor
         self.store = store
+        self.health = health  # the runtime's, shared with the processor: open circuits are not claimed
+        self.metrics = metrics
         self.worker_id = worker_id or new_worker_id()
         self.batch = batch
         self.concurrency = concurrency
@@ -73,7 +79,7 @@ class Worker:
 
     def _excluded(self) -> set[str]:
         """Insurers not to claim for now: circuit open, or retry budget spent for longer than a wait."""
-        blocked = self.processor.breakers.blocked()
+        blocked = self.health.blocked()
         return blocked | self.budget.exhausted(self.budget.known() - blocked, max_wait_s=self.max_budget_wait_s)
 
     async def run(self, *, once: bool = False, stop: anyio.Event | None = None) -> WorkerStats:
@@ -101,7 +107,7 @@ class Worker:
                         await self._release(order)
                 seen.update(o.pk for o in fresh)
             if not fresh:
-                budget_waits = [self.budget.wait_s(name) for name in excluded - self.processor.breakers.blocked()]
+                budget_waits = [self.budget.wait_s(name) for name in excluded - self.health.blocked()]
                 if once and not budget_waits:
                     break  # with --once, orders held back by an open circuit stay for the next run
                 await self._pause(stop, min(budget_waits, default=self.poll_s))
@@ -151,7 +157,7 @@ class Worker:
         # the token is taken before the limiter, so tokens go out in claim (due) order
         wait = self.budget.reserve(order.insurer, max_wait_s=self.max_budget_wait_s)
         if wait is None:
-            self.processor.metrics.budget_deferred.labels(insurer=order.insurer).inc()
+            self.metrics.budget_deferred.labels(insurer=order.insurer).inc()
             await self._defer(order)
             return
         if wait > 0:
@@ -181,4 +187,4 @@ class Worker:
                 return
             self.stats.finished += 1
             self.stats.by_state[done.state.value] = self.stats.by_state.get(done.state.value, 0) + 1
-            self.processor.metrics.reexecutions.labels(state=done.state.value).inc()
+            self.metrics.reexecutions.labels(state=done.state.value).inc()

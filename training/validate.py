@@ -1,4 +1,4 @@
-"""Reading historical failures (CSV, contract section 5) with errors that name the column and row.
+"""Reading historical failures (CSV, docs/contract.md §5) with errors that name the column and row.
 
 `load_failures(paths)` returns one clean frame (the 7 contract columns typed, other columns kept as
 text) or raises DataError before anything is trained or written.

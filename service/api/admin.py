@@ -3,11 +3,11 @@ service/api/auth.py for every /admin path): model reload, drift, shadow disagree
 
 POST /admin/model/reload   load the registry's active version; 200 {"model_version"}, or 409 naming
                            why it was refused (the old model keeps serving)
-GET  /admin/drift          drift figures and alerts (service/drift.py); ?refresh=true recomputes
+GET  /admin/drift          drift figures and alerts (service/learning/drift.py); ?refresh=true recomputes
                            the calibration against outcomes now
 GET  /admin/shadow         the shadow model's version and its latest disagreements with the live one
 GET  /admin/model/report   live decisions against outcomes per model version, and the live operators'
-                           rules against the model (service/model_report.py); ?days= (default 7)
+                           rules against the model (service/learning/report.py); ?days= (default 7)
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from fastapi import APIRouter, Query
 from service.api.deps import LearningDep, StoreDep
 from service.api.responses import JSONBytes
 from service.api.schemas import ModelReloaded
-from service.model_report import model_report
-from service.outcomes import iter_first_failures
+from service.learning.outcomes import iter_first_failures
+from service.learning.report import model_report
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -39,6 +39,8 @@ import orjson
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.errors import AsyncgateError
+
 PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz"})
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 #: POST endpoints that change nothing (scoring only): the read role is enough.
@@ -55,8 +57,15 @@ class Role(IntEnum):
     ADMIN = 3
 
 
-class ApiKeysError(ValueError):
-    """ASYNCGATE_API_KEYS is not a valid list of KEY:ROLE[:NAME] entries (the message names the entry, not the key)."""
+class ApiKeysError(AsyncgateError, ValueError):
+    """ASYNCGATE_API_KEYS entry {position} {problem}
+
+    ASYNCGATE_API_KEYS is not a valid list of KEY:ROLE[:NAME] entries; the message names the entry, never its key.
+    """
+
+    def __init__(self, position: int, problem: str) -> None:
+        self.position = position
+        super().__init__(position=position, problem=problem)
 
 
 @dataclass(frozen=True)
@@ -73,25 +82,26 @@ class ApiKeys:
         names: dict[bytes, str] = {}
         entries = [entry.strip() for entry in text.split(",")]
         for position, entry in enumerate(entries, start=1):
-            where = f"ASYNCGATE_API_KEYS entry {position}"
             if not entry:
-                raise ApiKeysError(f"{where} is empty (entries are KEY:ROLE separated by commas)")
+                raise ApiKeysError(position, "is empty (entries are KEY:ROLE separated by commas)")
             parts = entry.split(":")
             if len(parts) not in (2, 3) or not parts[0]:
-                raise ApiKeysError(f"{where} is not KEY:ROLE or KEY:ROLE:NAME")
+                raise ApiKeysError(position, "is not KEY:ROLE or KEY:ROLE:NAME")
             key, role = parts[0], parts[1]
             if not _KEY.match(key):
-                raise ApiKeysError(f"{where}: a key is 16 to 256 visible ASCII characters without ',' or ':'")
+                raise ApiKeysError(
+                    position, "has a bad key: a key is 16 to 256 visible ASCII characters without ',' or ':'"
+                )
             try:
                 level = Role[role.strip().upper()]
             except KeyError:
-                raise ApiKeysError(f"{where}: unknown role {role!r}; roles are read, write, admin") from None
+                raise ApiKeysError(position, f"has an unknown role {role!r}; roles are read, write, admin") from None
             digest = _digest(key)
             if digest in roles:
-                raise ApiKeysError(f"{where} repeats an earlier key")
+                raise ApiKeysError(position, "repeats an earlier key")
             name = parts[2].strip() if len(parts) == 3 else f"key-{digest.hex()[:8]}"
             if not _NAME.match(name):
-                raise ApiKeysError(f"{where}: a name is 1 to 64 characters of A-Z a-z 0-9 _ - . @")
+                raise ApiKeysError(position, "has a bad name: a name is 1 to 64 characters of A-Z a-z 0-9 _ - . @")
             roles[digest] = level
             names[digest] = name
         return cls(roles, names)

@@ -10,7 +10,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.config import Settings
-from service.lifecycle import Learning
+from service.health import InsurerHealth
+from service.learning.loop import Learning
 from service.metrics import Metrics
 from service.processing import OrderProcessor
 from service.rules import RuleBook
@@ -38,6 +39,11 @@ async def get_processor(request: Request) -> OrderProcessor:
     return processor
 
 
+async def get_health(request: Request) -> InsurerHealth:
+    health: InsurerHealth = request.app.state.health
+    return health
+
+
 async def get_learning(request: Request) -> Learning:
     learning: Learning = request.app.state.learning
     return learning
@@ -58,5 +64,6 @@ StoreDep = Annotated[OrderStore, Depends(get_store)]
 ModelsDep = Annotated[ModelHolder, Depends(get_models)]
 ProcessorDep = Annotated[OrderProcessor, Depends(get_processor)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+HealthDep = Annotated[InsurerHealth, Depends(get_health)]
 LearningDep = Annotated[Learning, Depends(get_learning)]
 RulesDep = Annotated[RuleBook, Depends(get_rules)]

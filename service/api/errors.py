@@ -1,5 +1,10 @@
 """Domain exceptions → HTTP answers, registered once in create_app (nothing below the routers
-raises HTTPException)."""
+raises HTTPException).
+
+The table maps asyncgate's own errors (AsyncgateError, service/errors.py) that a request can meet,
+and model's ArtifactError family, which stays outside that base because model/ imports nothing of
+ours. The answer's `detail` is the error's message. Any other error is a 500.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from model.artifact import ArtifactError
 from service.api.responses import JSONBytes
 from service.gateway import UnknownInsurer
+from service.learning.reload import ModelRejected
 from service.processing import PayloadTooLarge
 from service.store import (
     InvalidCursor,
@@ -23,6 +29,7 @@ from service.store import (
     StoreUnavailable,
 )
 
+#: First match wins: a subclass before its base.
 STATUS: dict[type[Exception], int] = {
     UnknownInsurer: 400,
     InvalidCursor: 400,
@@ -30,6 +37,7 @@ STATUS: dict[type[Exception], int] = {
     RuleNotFound: 404,
     OrderConflict: 409,
     InvalidTransition: 409,
+    ModelRejected: 409,
     ArtifactError: 409,
     PayloadTooLarge: 413,
     StoreUnavailable: 503,

@@ -1,4 +1,4 @@
-"""Operators' rules over HTTP (contract section 7; admin role, enforced by the API-key middleware for /admin).
+"""Operators' rules over HTTP (docs/contract.md §7; admin role, enforced by the API-key middleware for /admin).
 
 POST   /admin/rules             201 with the new rule and its rule_id; 422 naming the field at fault
 GET    /admin/rules             {"rules": [...]}: the live rules, oldest first, with created_at/by and hits

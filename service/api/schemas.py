@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (contract section 2), validated at the edge.
+"""Request and response bodies of the HTTP API (docs/contract.md §2), validated at the edge.
 
 Numbers reject booleans (pydantic's lax mode would take `true` for 1), strings have length limits,
 and /process payloads are bounded in size and depth; a refused body writes nothing.
@@ -87,7 +87,7 @@ class ClassifyRequest(BaseModel):
 
 
 class Contribution(BaseModel):
-    """One explanation item, strongest first (contract section 7); items may carry more keys (a rule's
+    """One explanation item, strongest first (docs/contract.md §7); items may carry more keys (a rule's
     `rule_id` and `reason`), kept as given."""
 
     model_config = ConfigDict(extra="allow")

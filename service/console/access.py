@@ -15,26 +15,27 @@ from typing import Final
 from fastapi import Request
 
 from service.api.auth import ANONYMOUS, ApiKeys, Role
+from service.errors import AsyncgateError
 
 COOKIE: Final = "asyncgate_console_key"
 COOKIE_PATH: Final = "/console"
 MAX_KEY_CHARS: Final = 256
 
 
-class ConsoleLoginRequired(Exception):
+class ConsoleLoginRequired(AsyncgateError):
     """This console page needs an API key: log in."""
 
 
-class ConsoleAccessDenied(Exception):
+class ConsoleAccessDenied(AsyncgateError):
     """{action} needs an API key with the {role} role."""
 
     def __init__(self, action: str, role: str) -> None:
         self.action = action
         self.role = role
-        super().__init__(f"{action} needs an API key with the {role} role")
+        super().__init__(action=action, role=role)
 
 
-class CrossSiteRequest(Exception):
+class CrossSiteRequest(AsyncgateError):
     """A console action was posted from another site; it is refused."""
 
 

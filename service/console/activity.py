@@ -13,8 +13,7 @@ import datetime as dt
 import threading
 from typing import Final
 
-from service.store import OrderStore
-from service.store.insights import ActivityBucket, iter_hours
+from service.store.insights import ActivityBucket, ConsoleReads, iter_hours
 
 HOUR: Final = dt.timedelta(hours=1)
 
@@ -28,7 +27,7 @@ class ActivityCache:
         self._hours: dict[dt.datetime, list[ActivityBucket]] = {}
         self._lock = threading.Lock()
 
-    def read(self, store: OrderStore, *, since: dt.datetime, now: dt.datetime) -> list[ActivityBucket]:
+    def read(self, reads: ConsoleReads, *, since: dt.datetime, now: dt.datetime) -> list[ActivityBucket]:
         """Buckets of the whole hours from `since` (floored to the hour) up to `now`, oldest first."""
         hours = list(iter_hours(since, now))
         settled_before = now - self.settle
@@ -36,7 +35,7 @@ class ActivityCache:
             missing = [h for h in hours if h not in self._hours or h + HOUR > settled_before]
         if missing:
             fresh: dict[dt.datetime, list[ActivityBucket]] = {h: [] for h in hours if h >= missing[0]}
-            for bucket in store.activity(since=missing[0], until=now):
+            for bucket in reads.activity(since=missing[0], until=now):
                 fresh.setdefault(bucket.hour, []).append(bucket)
             with self._lock:
                 self._hours.update((h, b) for h, b in fresh.items() if h + HOUR <= settled_before)

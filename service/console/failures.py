@@ -4,7 +4,7 @@ against what re-execution showed, and a live reliability curve. Pure functions o
 A group is (error code, `model.text.normalize_message(message)`): messages that differ only in ids,
 numbers, hosts or times fall together. Per group, the verdict is the share of its failures the model
 called async-eligible; the observed outcome is each distinct order's label, as the learning loop
-labels it (service/outcomes.py): SUCCEEDED later → 1, DEAD or FAILED after another call → 0, FAILED
+labels it (service/learning/outcomes.py): SUCCEEDED later → 1, DEAD or FAILED after another call → 0, FAILED
 at its first call or still pending → no label. The model and reality disagree when a group called
 async mostly got 0, or a group called final mostly got 1 (orders sent async by exploration, held
 because the outcome was unknown, or requeued by an operator).
@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from model.calibration import reliability
 from model.text import normalize_message
-from service.outcomes import outcome_label
+from service.learning.outcomes import outcome_label
 from service.store import OrderState
 from service.store.insights import FailureObservation
 
@@ -131,7 +131,7 @@ class FailureGroup:
 
 
 def observed_label(o: FailureObservation) -> int | None:
-    """The learning loop's label (service.outcomes.outcome_label) of the order this failure belongs to:
+    """The learning loop's label (service.learning.outcomes.outcome_label) of the order this failure belongs to:
     1 SUCCEEDED later; 0 DEAD, or FAILED after more than one call; None pending or never retried."""
     return outcome_label(o.order_state, o.order_attempts - 1)
 

@@ -1,6 +1,6 @@
 """The message with its explanation spans marked: `<mark>` by sign, the span's weight as its title.
 
-A `text` item's `span` (contract section 7) is a word or phrase found in the message after NFKC and
+A `text` item's `span` (docs/contract.md §7) is a word or phrase found in the message after NFKC and
 case-folding; the console shows the original message, so each character is folded on its own and the
 folded text keeps, per character, where it came from. Spans are marked where they occur (the
 strongest first; a later span never overlaps an earlier mark); everything else is escaped.

@@ -1,6 +1,6 @@
 """The console's read-only pages: Overview, Orders (table and one order's timeline), Failures, Rules, Model.
 
-Each page reads the store through OrderStore's bounded console queries (service/store/insights.py)
+Each page reads the store through OrderStore's bounded console queries (`store.insights`, service/store/insights.py)
 in a worker thread and renders a template; nothing here writes. Every page needs the `read` role
 when API keys are configured.
 """
@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from model.schema import CATEGORIES, OPERATIONS
 from service.api.auth import Role
-from service.api.deps import ModelsDep, StoreDep
+from service.api.deps import HealthDep, LearningDep, ModelsDep, SettingsDep, StoreDep
 from service.console.access import Access, require
 from service.console.activity import ActivityCache
 from service.console.failures import group_failures, live_calibration, top_codes
@@ -70,7 +70,14 @@ def _insurers(request: Request, *more: str) -> list[str]:
 @router.get("")
 @router.get("/")
 async def overview(
-    request: Request, _: ReaderDep, page: RendererDep, store: StoreDep, models: ModelsDep, hours: HoursQuery = 24
+    request: Request,
+    _: ReaderDep,
+    page: RendererDep,
+    store: StoreDep,
+    models: ModelsDep,
+    health: HealthDep,
+    settings: SettingsDep,
+    hours: HoursQuery = 24,
 ) -> Response:
     """Orders by state now, the due backlog, throughput and async rate per insurer, breakers, the model."""
     now = _now()
@@ -79,7 +86,8 @@ async def overview(
     activity: ActivityCache = request.app.state.console_activity
 
     def read() -> tuple[Any, ...]:
-        return store.counts_by_state(), store.backlog(now=now), activity.read(store, since=since, now=now)
+        reads = store.insights
+        return store.counts_by_state(), reads.backlog(now=now), activity.read(reads, since=since, now=now)
 
     counts, backlog, buckets = await anyio.to_thread.run_sync(read)
     insurers = _insurers(request, *(b.insurer for b in buckets))
@@ -95,7 +103,7 @@ async def overview(
         backlog=backlog,
         totals_by=activity_totals(buckets),
         chart=activity_chart(buckets, since, now, insurers),
-        resilience=resilience(request.app, insurers),
+        resilience=resilience(health, settings, insurers),
         model_version=models.current.version,
         threshold=models.current.threshold,
         headline=headline(card),
@@ -143,7 +151,7 @@ async def orders_page(
     if not errors:
         try:
             found, next_cursor = await anyio.to_thread.run_sync(
-                lambda: store.search_orders(
+                lambda: store.insights.search_orders(
                     state=wanted_state,
                     insurer=insurer.strip() or None,
                     operation=operation.strip() or None,
@@ -233,7 +241,7 @@ async def failures_page(
     now = _now()
     since = now - dt.timedelta(hours=hours)
     observations = await anyio.to_thread.run_sync(
-        lambda: store.failure_sample(since=since, until=now, orders_limit=sample)
+        lambda: store.insights.failure_sample(since=since, until=now, orders_limit=sample)
     )
     groups = group_failures(observations)
     codes = top_codes(observations)
@@ -303,18 +311,18 @@ async def render_rules(
 
 @router.get("/model")
 async def model_page(
-    request: Request, access: ReaderDep, page: RendererDep, store: StoreDep, models: ModelsDep
+    request: Request, access: ReaderDep, page: RendererDep, store: StoreDep, models: ModelsDep, learning: LearningDep
 ) -> Response:
     """The serving model's card, its evaluation metrics, live calibration against outcomes, drift figures."""
     now = _now()
     current = models.current
     observations = await anyio.to_thread.run_sync(
-        lambda: store.failure_sample(
+        lambda: store.insights.failure_sample(
             since=now - dt.timedelta(days=CALIBRATION_DAYS), until=now, orders_limit=FAILURE_SAMPLE
         )
     )
     bins = live_calibration(observations)
-    figures = await drift(request.app, allowed=access.can_admin)
+    figures = await drift(learning, allowed=access.can_admin)
     return page.page(
         request,
         "model.html",

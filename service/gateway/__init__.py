@@ -1,4 +1,4 @@
-"""The insurer gateway: synchronous calls and status queries to insurers (contract section 3).
+"""The insurer gateway: synchronous calls and status queries to insurers (docs/contract.md §3).
 
 registry.py  insurers file -> InsurerRegistry of InsurerConfig (UnknownInsurer, InsurersFileError)
 adapters.py  one insurer format each (generic-json) -> CallResult / QueryResult, never raising

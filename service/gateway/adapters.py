@@ -5,7 +5,7 @@ This is the seam for insurer-specific formats: an adapter is any object with the
 coroutines of `InsurerAdapter`, registered in `ADAPTERS` under the name that the insurers file's
 `adapter` field uses. Only programming errors raise (an unserialisable payload, an invalid request).
 
-`generic-json` (contract section 3) maps what happened to a CallResult like this::
+`generic-json` (docs/contract.md §3) maps what happened to a CallResult like this::
 
     2xx + {"success": true, "data": {...}}          -> success (data; {} when missing), status
     any status + {"success": false,                 -> failure, the insurer's error_code (as a string
@@ -102,7 +102,7 @@ class _Answer:
 
 
 class GenericJsonAdapter:
-    """The contract's generic-json protocol (section 3)."""
+    """The contract's generic-json protocol (docs/contract.md §3)."""
 
     async def call(
         self,
@@ -189,7 +189,7 @@ def exception_text(exc: BaseException) -> str:
 
 
 def interpret_call(status: int, text: str, latency_ms: float) -> CallResult:
-    """Map an answer (status, body text) to a CallResult per contract section 3."""
+    """Map an answer (status, body text) to a CallResult per docs/contract.md §3."""
     doc = _json_object(text)
     if doc is not None:
         flag = doc.get("success")

@@ -1,6 +1,6 @@
 """The insurers file: name -> InsurerConfig, validated on load with errors naming file, insurer and field.
 
-The file is TOML (contract section 1)::
+The file is TOML (docs/contract.md §1)::
 
     [insurers.acme]
     base_url = "http://127.0.0.1:9001"
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from service.errors import AsyncgateError
 from service.gateway.adapters import ADAPTERS
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -33,20 +34,26 @@ MAX_CONNECT_TIMEOUT_S = 2.0
 _FIELDS = frozenset({"base_url", "timeout_s", "adapter", "connect_timeout_s"})
 
 
-class GatewayError(Exception):
-    """Base of the insurer gateway's errors."""
+class GatewayError(AsyncgateError):
+    """Insurer gateway error."""
 
 
 class UnknownInsurer(GatewayError):
-    """Insurer {name!r} is not in the insurers file."""
+    """unknown insurer {name!r}
+
+    The insurer is not in the insurers file.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"unknown insurer {name!r}")
+        super().__init__(name=name)
 
 
 class InsurersFileError(GatewayError, ValueError):
-    """The insurers file (or mapping) is not valid; the message names the file, insurer and field."""
+    """{where}: {problem}
+
+    The insurers file (or mapping) is not valid; the message names the file, insurer and field.
+    """
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ class InsurerRegistry:
         for name, entry in mapping.items():
             if isinstance(entry, InsurerConfig):
                 if entry.name != name:
-                    raise InsurersFileError(f"{source}: insurer {name!r}: config is named {entry.name!r}")
+                    raise InsurersFileError(where=source, problem=f"insurer {name!r}: config is named {entry.name!r}")
                 insurers[name] = _validated(source, name, _as_fields(entry))
             else:
                 insurers[name] = _validated(source, name, entry)
@@ -124,20 +131,20 @@ def load_insurers(path: Path) -> InsurerRegistry:
         with path.open("rb") as f:
             doc = tomllib.load(f)
     except FileNotFoundError:
-        raise InsurersFileError(f"{path}: insurers file not found") from None
+        raise InsurersFileError(where=path, problem="insurers file not found") from None
     except tomllib.TOMLDecodeError as exc:
-        raise InsurersFileError(f"{path}: not valid TOML: {exc}") from None
+        raise InsurersFileError(where=path, problem=f"not valid TOML: {exc}") from None
     unknown = sorted(set(doc) - {"insurers"})
     if unknown:
-        raise InsurersFileError(f"{path}: unknown top-level key(s) {unknown}; expected [insurers.NAME]")
+        raise InsurersFileError(where=path, problem=f"unknown top-level key(s) {unknown}; expected [insurers.NAME]")
     tables = doc.get("insurers")
     if tables is None:
-        raise InsurersFileError(f"{path}: no [insurers.NAME] table")
+        raise InsurersFileError(where=path, problem="no [insurers.NAME] table")
     if not isinstance(tables, dict):
-        raise InsurersFileError(f"{path}: 'insurers' must be a table of [insurers.NAME] tables")
+        raise InsurersFileError(where=path, problem="'insurers' must be a table of [insurers.NAME] tables")
     for name, entry in tables.items():
         if not isinstance(entry, dict):
-            raise InsurersFileError(f"{path}: insurer {name!r}: expected a table [insurers.{name}]")
+            raise InsurersFileError(where=path, problem=f"insurer {name!r}: expected a table [insurers.{name}]")
     return InsurerRegistry.from_mapping(tables, source=str(path))
 
 
@@ -153,27 +160,29 @@ def _as_fields(config: InsurerConfig) -> dict[str, Any]:
 def _validated(source: str, name: str, fields: Mapping[str, Any]) -> InsurerConfig:
     where = f"{source}: insurer {name!r}"
     if not name:
-        raise InsurersFileError(f"{source}: an insurer name must not be empty")
+        raise InsurersFileError(where=source, problem="an insurer name must not be empty")
     unknown = sorted(set(fields) - _FIELDS)
     if unknown:
-        raise InsurersFileError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(_FIELDS)}")
+        raise InsurersFileError(where=where, problem=f"unknown key(s) {unknown}; allowed: {sorted(_FIELDS)}")
     base_url = fields.get("base_url")
     if base_url is None:
-        raise InsurersFileError(f"{where}: missing field 'base_url'")
+        raise InsurersFileError(where=where, problem="missing field 'base_url'")
     if not isinstance(base_url, str):
-        raise InsurersFileError(f"{where}: field 'base_url' must be a string, got {base_url!r}")
+        raise InsurersFileError(where=where, problem=f"field 'base_url' must be a string, got {base_url!r}")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InsurersFileError(f"{where}: field 'base_url' must be an http(s) URL, got {base_url!r}")
+        raise InsurersFileError(where=where, problem=f"field 'base_url' must be an http(s) URL, got {base_url!r}")
     if parts.query or parts.fragment:
-        raise InsurersFileError(f"{where}: field 'base_url' must not have a query or fragment: {base_url!r}")
+        raise InsurersFileError(
+            where=where, problem=f"field 'base_url' must not have a query or fragment: {base_url!r}"
+        )
     timeout_s = _positive(where, "timeout_s", fields.get("timeout_s", DEFAULT_TIMEOUT_S))
     connect = fields.get("connect_timeout_s")
     connect_timeout_s = None if connect is None else _positive(where, "connect_timeout_s", connect)
     adapter = fields.get("adapter", DEFAULT_ADAPTER)
     if adapter not in ADAPTERS:
         known = sorted(ADAPTERS)
-        raise InsurersFileError(f"{where}: field 'adapter': unknown adapter {adapter!r}; known: {known}")
+        raise InsurersFileError(where=where, problem=f"field 'adapter': unknown adapter {adapter!r}; known: {known}")
     return InsurerConfig(
         name=name,
         base_url=base_url.rstrip("/"),
@@ -185,7 +194,7 @@ def _validated(source: str, name: str, fields: Mapping[str, Any]) -> InsurerConf
 
 def _positive(where: str, field: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InsurersFileError(f"{where}: field {field!r} must be a number of seconds, got {value!r}")
+        raise InsurersFileError(where=where, problem=f"field {field!r} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value <= 0:
-        raise InsurersFileError(f"{where}: field {field!r} must be > 0 seconds, got {value!r}")
+        raise InsurersFileError(where=where, problem=f"field {field!r} must be > 0 seconds, got {value!r}")
     return float(value)

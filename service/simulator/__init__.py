@@ -1,4 +1,4 @@
-"""A realistic insurer speaking the contract's protocol (section 3), for demos and integration tests.
+"""A realistic insurer speaking the contract's protocol (docs/contract.md §3), for demos and integration tests.
 
 ledger.py     completed orders and call counts, optionally persisted (atomic writes)
 behaviour.py  scripted steps (payload["sim"]) and seeded scenarios -> what to answer

@@ -1,4 +1,4 @@
-"""The simulated insurer's HTTP app: contract section 3 (call and query) plus /_sim/* controls.
+"""The simulated insurer's HTTP app: docs/contract.md §3 (call and query) plus /_sim/* controls.
 
     POST /{operation}              a call; idempotent on Idempotency-Key (see ledger.py), behaviour
                                    from payload["sim"] or the scenario (see behaviour.py)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from model.schema import CATEGORIES
+from service.errors import AsyncgateError
 from synth.vocabulary import Vocabulary, VocabularyError, load_vocabulary, render_failure
 
 Action = Literal["success", "failure", "page", "malformed", "hang", "complete_then_hang", "reset"]
@@ -98,12 +99,18 @@ _GATEWAY_PAGE: Final = (
 _REASONS: Final = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 
 
-class ScriptError(ValueError):
-    """payload["sim"] is not a valid script."""
+class ScriptError(AsyncgateError, ValueError):
+    """Invalid simulator script: {problem}
+
+    payload["sim"] is not a valid script.
+    """
 
 
-class SimulatorConfigError(ValueError):
-    """Unknown scenario or partner style."""
+class SimulatorConfigError(AsyncgateError, ValueError):
+    """Cannot set up the simulator: {problem}
+
+    An unknown scenario or partner style, or a vocabulary that cannot word an answer.
+    """
 
 
 @dataclass(frozen=True)
@@ -136,20 +143,20 @@ def parse_script(payload: Mapping[str, Any]) -> Script | None:
     if sim is None:
         return None
     if not isinstance(sim, dict):
-        raise ScriptError('payload["sim"] must be an object')
+        raise ScriptError(problem='payload["sim"] must be an object')
     steps = sim.get("script")
     if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
-        raise ScriptError('payload["sim"]["script"] must be a non-empty list of step names')
+        raise ScriptError(problem='payload["sim"]["script"] must be a non-empty list of step names')
     unknown = sorted(set(steps) - set(STEPS))
     if unknown:
-        raise ScriptError(f"unknown step(s) {unknown}; known: {list(STEPS)}")
+        raise ScriptError(problem=f"unknown step(s) {unknown}; known: {list(STEPS)}")
     return Script(tuple(steps), _seconds(sim, "delay_s", DEFAULT_DELAY_S), _seconds(sim, "latency_ms", 0.0) / 1000)
 
 
 def _seconds(sim: Mapping[str, Any], key: str, default: float) -> float:
     value = sim.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise ScriptError(f'payload["sim"]["{key}"] must be a number >= 0')
+        raise ScriptError(problem=f'payload["sim"]["{key}"] must be a number >= 0')
     return float(value)
 
 
@@ -176,7 +183,7 @@ class Behaviour:
         vocab = vocabulary()
         self.style = style if style is not None else default_style(vocab)
         if self.style not in vocab.partners:
-            raise SimulatorConfigError(f"unknown style {self.style!r}; known: {sorted(vocab.partners)}")
+            raise SimulatorConfigError(problem=f"unknown style {self.style!r}; known: {sorted(vocab.partners)}")
         self.novel_style = novel_style(vocab, exclude=self.style)
         self.scenario = "normal"
         self.switch(scenario)
@@ -186,7 +193,7 @@ class Behaviour:
     def switch(self, scenario: str) -> None:
         """Change the scenario at runtime; the outage clock restarts."""
         if scenario not in SCENARIOS:
-            raise SimulatorConfigError(f"unknown scenario {scenario!r}; known: {list(SCENARIOS)}")
+            raise SimulatorConfigError(problem=f"unknown scenario {scenario!r}; known: {list(SCENARIOS)}")
         self.scenario = scenario
         self._since = self._clock()
 
@@ -275,7 +282,7 @@ class Behaviour:
             return Plan("hang", HANG_S, label=f"{category}:hang")
         if category == "connection":
             return Plan("reset", 0.0, label=f"{category}:reset")
-        raise SimulatorConfigError(f"the vocabulary cannot word {category} as an answer of style {style!r}")
+        raise SimulatorConfigError(problem=f"the vocabulary cannot word {category} as an answer of style {style!r}")
 
     def check(self) -> None:
         """Fail now (SimulatorConfigError) if a category cannot be worded in the styles in use."""
@@ -304,7 +311,7 @@ def default_style(vocab: Vocabulary) -> str:
         if p.channel == "http" and p.kind.startswith("insurer") and p.since == 0
     )
     if not candidates:
-        raise SimulatorConfigError("the vocabulary has no HTTP insurer style present from the start")
+        raise SimulatorConfigError(problem="the vocabulary has no HTTP insurer style present from the start")
     return candidates[0][2]
 
 

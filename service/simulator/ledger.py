@@ -23,11 +23,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from service.errors import AsyncgateError
+
 STATE_VERSION: Final = 1
 
 
-class LedgerFileError(ValueError):
-    """The simulator's state file exists but cannot be read as a ledger."""
+class LedgerFileError(AsyncgateError, ValueError):
+    """{where}: {problem}
+
+    The simulator's state file exists but cannot be read as a ledger.
+    """
 
 
 @dataclass
@@ -51,7 +56,7 @@ class Ledger:
         try:
             doc = json.loads(state_file.read_text(encoding="utf-8"))
             if doc.get("version") != STATE_VERSION:
-                raise LedgerFileError(f"{state_file}: unsupported ledger version {doc.get('version')!r}")
+                raise LedgerFileError(where=state_file, problem=f"unsupported ledger version {doc.get('version')!r}")
             ledger.orders = {str(k): dict(v) for k, v in doc["orders"].items()}
             ledger.completions = {str(k): int(v) for k, v in doc["completions"].items()}
             ledger.idempotency = {str(k): str(v) for k, v in doc["idempotency"].items()}
@@ -60,7 +65,7 @@ class Ledger:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             if isinstance(exc, LedgerFileError):
                 raise
-            raise LedgerFileError(f"{state_file}: not a simulator ledger: {exc!r}") from exc
+            raise LedgerFileError(where=state_file, problem=f"not a simulator ledger: {exc!r}") from exc
         return ledger
 
     def record_call(self, key: str) -> int:

@@ -1,24 +1,23 @@
 """The store's exceptions: every failure a caller must tell apart, each message its docstring.
 
-StoreError
-├── OrderConflict       same order_id, different request body
-├── OrderNotFound       no order with that order_id
-├── InvalidTransition   the order's state does not allow the change
-├── LeaseLost           another worker took the order; nothing was written
-├── InvalidCursor       a list cursor that this store did not hand out
-├── RuleNotFound        no live rule with that rule_id
-└── StoreUnavailable    the database cannot be reached or opened (the original is __cause__)
+AsyncgateError (service/errors.py)
+└── StoreError
+    ├── OrderConflict       same order_id, different request body
+    ├── OrderNotFound       no order with that order_id
+    ├── InvalidTransition   the order's state does not allow the change
+    ├── LeaseLost           another worker took the order; nothing was written
+    ├── InvalidCursor       a list cursor that this store did not hand out
+    ├── RuleNotFound        no live rule with that rule_id
+    └── StoreUnavailable    the database cannot be reached or opened (the original is __cause__)
 """
 
 from __future__ import annotations
 
+from service.errors import AsyncgateError
 
-class StoreError(Exception):
+
+class StoreError(AsyncgateError):
     """Order store error."""
-
-    def __init__(self, **fields: object) -> None:
-        template = (type(self).__doc__ or "").strip().splitlines()[0]
-        super().__init__(template.format(**fields))
 
 
 class OrderConflict(StoreError):

@@ -1,4 +1,4 @@
-"""Bounded read-only queries for the operations console, mixed into OrderStore (SQLAlchemy expressions only).
+"""Bounded read-only queries for the operations console: `OrderStore.insights` (SQLAlchemy expressions only).
 
 Every query here is bounded so that a console page stays fast with millions of orders: order
 searches are keyset-paginated on an index (`ix_orders_created`, `ix_orders_state_created`,
@@ -10,17 +10,14 @@ failure and is not a FAILED order that made at most one call (a final verdict at
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy as sa
 
-from service.store.errors import InvalidCursor
 from service.store.records import OrderRecord, decode_cursor, encode_cursor, order_from_row
 from service.store.tables import OrderState, attempts, orders
 
@@ -65,7 +62,7 @@ class FailureObservation:
     probability: float | None
     category: str | None
     model_version: str | None
-    explanation: Any = None  # the verdict's explanation items (contract section 7), as stored
+    explanation: Any = None  # the verdict's explanation items (docs/contract.md §7), as stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,22 +87,6 @@ def _check_window(since: dt.datetime, until: dt.datetime) -> None:
         raise ValueError(f"a window must be longer than 0 and at most {MAX_WINDOW.days} days")
 
 
-def encode_id_cursor(order_id: str) -> str:
-    """The cursor of an order-id prefix search: just past `order_id`."""
-    return "i" + base64.urlsafe_b64encode(order_id.encode()).decode("ascii").rstrip("=")
-
-
-def decode_id_cursor(cursor: str) -> str:
-    """The order_id in a cursor made by `encode_id_cursor`; InvalidCursor otherwise."""
-    if not cursor.startswith("i"):
-        raise InvalidCursor(cursor)
-    try:
-        raw = cursor[1:]
-        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
-        raise InvalidCursor(cursor) from error
-
-
 def _prefix_bounds(prefix: str) -> tuple[str, str]:
     """[prefix, successor) covers every string starting with `prefix` in code-point order."""
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
@@ -116,10 +97,10 @@ def _escape_like(text: str) -> str:
 
 
 class ConsoleReads:
-    """The console's queries; OrderStore supplies `_transaction`."""
+    """The console's queries, run in the transactions of the OrderStore that holds them (`store.insights`)."""
 
-    def _transaction(self) -> AbstractContextManager[sa.Connection]:  # pragma: no cover - OrderStore's
-        raise NotImplementedError
+    def __init__(self, transaction: Callable[[], AbstractContextManager[sa.Connection]]) -> None:
+        self._transaction = transaction
 
     def search_orders(
         self,
@@ -159,7 +140,7 @@ class ConsoleReads:
                 orders.c.order_id.like(_escape_like(order_id_prefix) + "%", escape="\\"),
             ).order_by(orders.c.order_id)
             if cursor is not None:
-                query = query.where(orders.c.order_id > decode_id_cursor(cursor))
+                query = query.where(orders.c.order_id > decode_cursor(cursor, order_id=True))
         else:
             query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc())
             if cursor is not None:
@@ -176,7 +157,7 @@ class ConsoleReads:
         if len(rows) <= limit:
             return found, None
         last = found[-1]
-        return found, encode_id_cursor(last.order_id) if order_id_prefix else encode_cursor(last.created_at, last.pk)
+        return found, encode_cursor(last.order_id if order_id_prefix else (last.created_at, last.pk))
 
     def activity(self, *, since: dt.datetime, until: dt.datetime) -> list[ActivityBucket]:
         """Orders created in [since, until) per (UTC hour, insurer): received, and how many went async."""

@@ -1,4 +1,4 @@
-"""Plain frozen records that the store takes and returns, their mapping from rows, and the list cursor.
+"""Plain frozen records that the store takes and returns, their mapping from rows, and the keyset cursor codec.
 
 Callers never see SQLAlchemy rows: an `OrderRecord` carries every column of `orders` plus, when
 asked for, `attempt_log` (the order's attempts, oldest first). Its `attempts` field is the column:
@@ -11,7 +11,7 @@ import base64
 import binascii
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal, overload
 
 from sqlalchemy.engine import RowMapping
 
@@ -266,16 +266,41 @@ def transition_from_row(row: RowMapping) -> TransitionRecord:
     )
 
 
-def encode_cursor(created_at: dt.datetime, pk: int) -> str:
-    """The opaque list cursor pointing just past the order (created_at, pk)."""
-    raw = f"{created_at.astimezone(dt.UTC).isoformat()}|{pk}".encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+#: An order's place in a keyset-paged list: (created_at, pk) in the lists newest first (GET /orders,
+#: the console's orders table), its order_id in the console's order-id search.
+TimeKey = tuple[dt.datetime, int]
+#: The tag of an order_id cursor (a time cursor starts with a year, never with this).
+_ORDER_ID_TAG: Final = "id"
 
 
-def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
-    """(created_at, pk) from a cursor made by `encode_cursor`; InvalidCursor for anything else."""
+def encode_cursor(key: TimeKey | str) -> str:
+    """The opaque cursor pointing just past `key`: the key's fields joined by "|", base64url, unpadded."""
+    if isinstance(key, str):
+        raw = f"{_ORDER_ID_TAG}|{key}"
+    else:
+        created_at, pk = key
+        raw = f"{created_at.astimezone(dt.UTC).isoformat()}|{pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode("ascii").rstrip("=")
+
+
+@overload
+def decode_cursor(cursor: str, *, order_id: Literal[False] = False) -> TimeKey: ...
+
+
+@overload
+def decode_cursor(cursor: str, *, order_id: Literal[True]) -> str: ...
+
+
+def decode_cursor(cursor: str, *, order_id: bool = False) -> TimeKey | str:
+    """The key in a cursor made by `encode_cursor` (an order_id with `order_id`, else (created_at, pk));
+    InvalidCursor for anything else, including a cursor of the other kind."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+        if order_id:
+            tag, found = raw.split("|", 1)
+            if tag != _ORDER_ID_TAG:
+                raise ValueError("not an order_id cursor")
+            return found
         stamp, pk_text = raw.split("|")
         created_at = dt.datetime.fromisoformat(stamp)
         pk = int(pk_text)

@@ -54,11 +54,15 @@ _LAST_OUTCOME: Final[dict[str, LastOutcome]] = {
 _UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
 
 
-class OrderStore(ConsoleReads, RuleStore):
-    """The durable order store on one Engine (SQLite or PostgreSQL), safe to share between threads."""
+class OrderStore(RuleStore):
+    """The durable order store on one Engine (SQLite or PostgreSQL), safe to share between threads.
+
+    `insights` holds the console's bounded read queries (service/store/insights.py).
+    """
 
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
+        self.insights = ConsoleReads(self._transaction)
 
     @contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:
@@ -307,7 +311,7 @@ class OrderStore(ConsoleReads, RuleStore):
             page = rows[:limit]
             logs = queries.attempt_logs(conn, [row["id"] for row in page])
         found = [order_from_row(row, logs.get(row["id"], ())) for row in page]
-        next_cursor = encode_cursor(found[-1].created_at, found[-1].pk) if len(rows) > limit else None
+        next_cursor = encode_cursor((found[-1].created_at, found[-1].pk)) if len(rows) > limit else None
         return found, next_cursor
 
     def requeue(self, order_id: str, *, actor: str, now: dt.datetime) -> OrderRecord:

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Dialect
 
 
 class OrderState(StrEnum):
-    """The states of contract section 2."""
+    """The states of docs/contract.md §2."""
 
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"

@@ -1,4 +1,4 @@
-"""The real gateway (httpx) against the real simulator (uvicorn subprocess): contract section 3 end to end."""
+"""The real gateway (httpx) against the real simulator (uvicorn subprocess): docs/contract.md §3 end to end."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.calibration import expected_calibration_error, reliability
-from service.model_report import calibration
+from service.learning.report import calibration
 from training.metrics import expected_calibration_error as training_ece
 
 

@@ -114,7 +114,7 @@ def test_reference_path_handles_missing_columns_and_values(trained):
     assert 0.0 <= p[0, 1] <= 1.0
 
 
-# -- explanations a person reads (contract section 7) ---------------------------------------------
+# -- explanations a person reads (docs/contract.md §7) ---------------------------------------------
 
 KINDS = {"text", "code", "status", "latency", "insurer", "operation"}
 CJK = re.compile(r"[\u3400-\u9fff]")

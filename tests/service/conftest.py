@@ -1,7 +1,7 @@
 """Service test fixtures: the toy model once per session, a scripted mock insurer, the app under TestClient.
 
     serving_model          a ServingModel of tests.factories.toy_classifier(), saved and loaded as an artifact
-    MockInsurer            an insurer behind httpx.MockTransport speaking contract section 3; scripts per order
+    MockInsurer            an insurer behind httpx.MockTransport speaking docs/contract.md §3; scripts per order
     start_service(...)     create_app + TestClient (lifespan run) on SQLite by default, or on `db_url`
     run_worker(...)        one in-process `Worker.run(once=True)` against the same database and insurer
 
@@ -31,6 +31,7 @@ from model.artifact import load_artifact, save_artifact
 from service.app import create_app
 from service.config import Settings
 from service.gateway import InsurerGateway, InsurerRegistry
+from service.health import InsurerHealth
 from service.metrics import Metrics
 from service.processing import OrderProcessor, utcnow
 from service.rules import RuleBook
@@ -263,19 +264,30 @@ def run_worker(
             rules = RuleBook()
             rules.load(store, force=True)  # as open_runtime does: the operators' rules in the database
             async with service.insurer.http_client() as http:
+                metrics = Metrics()
+                health = InsurerHealth(None, metrics)
                 processor = OrderProcessor(
                     store,
                     InsurerGateway(registry(), http),
                     ModelHolder(model),
                     retry_policy(settings),
-                    Metrics(),
+                    metrics,
                     lease_s=settings.lease_s,
                     max_payload_bytes=settings.max_payload_bytes,
                     rng=random.Random(0),
                     clock=clock,
+                    health=health,
                     rules=rules,
                 )
-                worker = Worker(processor, store, worker_id="worker:test", lease_s=settings.lease_s, poll_s=0.01)
+                worker = Worker(
+                    processor,
+                    store,
+                    health=health,
+                    metrics=metrics,
+                    worker_id="worker:test",
+                    lease_s=settings.lease_s,
+                    poll_s=0.01,
+                )
                 if until is None:
                     with anyio.fail_after(timeout_s):
                         return await worker.run(once=True)

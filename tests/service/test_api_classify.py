@@ -1,4 +1,4 @@
-"""POST /classify and /classify/batch against contract section 2: shape, validation (422 with field
+"""POST /classify and /classify/batch against docs/contract.md §2: shape, validation (422 with field
 locations), batch bounds and order, and the thread path of big batches."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ RESPONSE_KEYS = {
     "category",
     "model_version",
     "explanation",
-    "decided_by",  # contract section 7
+    "decided_by",  # docs/contract.md §7
     "rule_id",
 }
 
@@ -44,7 +44,7 @@ def test_response_has_exactly_the_contract_shape(service: Service, serving_model
     assert isinstance(body["explanation"], list)
     assert body["explanation"], "a verdict explains itself"
     message = unicodedata.normalize("NFKC", failure_row()["error_message"]).casefold()
-    for item in body["explanation"]:  # contract section 7
+    for item in body["explanation"]:  # docs/contract.md §7
         assert item["kind"] in {"text", "code", "status", "latency", "insurer", "operation"}
         assert set(item) == (
             {"kind", "feature", "weight", "span"} if item["kind"] == "text" else {"kind", "feature", "weight"}

@@ -1,4 +1,4 @@
-"""Operations endpoints (contract section 2) and the service with its database gone: /healthz, /readyz,
+"""Operations endpoints (docs/contract.md §2) and the service with its database gone: /healthz, /readyz,
 /metrics, /model, and 503 (never 500, never a write) on every route that needs the database."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The orders resource against contract section 2: the order's shape, listing with filters and cursors,
+"""The orders resource against docs/contract.md §2: the order's shape, listing with filters and cursors,
 and requeue (FAILED/DEAD → ASYNC_PROCESSING, anything else refused)."""
 
 from __future__ import annotations

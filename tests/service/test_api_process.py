@@ -1,4 +1,4 @@
-"""POST /process against contract sections 2 and 3: outcomes → state and next_action, idempotency,
+"""POST /process against docs/contract.md §2 and §3: outcomes → state and next_action, idempotency,
 conflicts, refusals that write nothing, body limits, and what the insurer receives."""
 
 from __future__ import annotations

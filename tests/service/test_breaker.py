@@ -9,6 +9,7 @@ import pytest
 
 from service.breaker import BreakerPolicy, Breakers, BreakerState, CircuitBreaker
 from service.gateway import InsurerGateway
+from service.health import InsurerHealth
 from service.metrics import Metrics
 from service.processing import OrderProcessor
 from service.runtime import retry_policy
@@ -199,23 +200,25 @@ def test_worker_leaves_orders_of_an_open_circuit_in_place(
             store = OrderStore(engine)
             async with service.insurer.http_client() as http:
                 clock = Clock()
+                metrics = Metrics()
+                health = InsurerHealth(POLICY, metrics, clock=clock)
                 processor = OrderProcessor(
                     store,
                     InsurerGateway(registry(), http),
                     ModelHolder(serving_model),
                     retry_policy(service.settings),
-                    Metrics(),
+                    metrics,
                     lease_s=30.0,
                     max_payload_bytes=65536,
-                    breaker_policy=POLICY,
-                    monotonic=clock,
+                    health=health,
                 )
                 for _ in range(3):
-                    processor.breakers.record("acme", failed=True)
-                held = await Worker(processor, store, worker_id="worker:a", lease_s=30.0, poll_s=0.01).run(once=True)
+                    health.record("acme", failed=True)
+                parts = {"health": health, "metrics": metrics, "lease_s": 30.0, "poll_s": 0.01}
+                held = await Worker(processor, store, worker_id="worker:a", **parts).run(once=True)
                 calls_held = len(service.insurer.calls())
                 clock.now += POLICY.cooldown_s  # half-open: one probe, it succeeds, the circuit closes
-                done = await Worker(processor, store, worker_id="worker:b", lease_s=30.0, poll_s=0.01).run(once=True)
+                done = await Worker(processor, store, worker_id="worker:b", **parts).run(once=True)
                 return held, calls_held, done
         finally:
             engine.dispose()

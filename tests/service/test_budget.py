@@ -11,6 +11,7 @@ import pytest
 
 from service.budget import RetryBudget
 from service.gateway import InsurerGateway
+from service.health import InsurerHealth
 from service.metrics import Metrics
 from service.processing import OrderProcessor
 from service.runtime import retry_policy
@@ -75,17 +76,27 @@ def _drain(service: Service, model: ServingModel, budget: RetryBudget, *, lease_
         try:
             store = OrderStore(engine)
             async with service.insurer.http_client() as http:
+                metrics = Metrics()
+                health = InsurerHealth(None, metrics)
                 processor = OrderProcessor(
                     store,
                     InsurerGateway(registry(), http),
                     ModelHolder(model),
                     retry_policy(service.settings),
-                    Metrics(),
+                    metrics,
                     lease_s=lease_s,
                     max_payload_bytes=65536,
+                    health=health,
                 )
                 worker = Worker(
-                    processor, store, worker_id="worker:budget", lease_s=lease_s, poll_s=0.01, budget=budget
+                    processor,
+                    store,
+                    health=health,
+                    metrics=metrics,
+                    worker_id="worker:budget",
+                    lease_s=lease_s,
+                    poll_s=0.01,
+                    budget=budget,
                 )
                 with anyio.fail_after(30):
                     return await worker.run(once=True)

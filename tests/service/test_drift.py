@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from model.records import Failure
-from service.drift import DriftCollector, DriftMonitor, DriftThresholds
+from service.learning.drift import DriftCollector, DriftMonitor, DriftThresholds
 from service.scoring import ServingModel, Verdict
 from tests.service.learning_models import load_toy
 

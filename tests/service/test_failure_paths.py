@@ -14,7 +14,7 @@ from model.text import field_features, normalize_message
 from service.api.classify import failure_of
 from service.api.schemas import ClassifyRequest
 from service.gateway import CallResult
-from service.outcomes import COLUMNS, Outcome, csv_row
+from service.learning.outcomes import COLUMNS, Outcome, csv_row
 from service.store import AttemptRecord, FirstFailure, OrderState
 from training.validate import load_failures
 

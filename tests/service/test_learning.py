@@ -9,11 +9,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from model.records import Failure
-from service.drift import DriftMonitor, Familiarity
-from service.learning import ExplorationPolicy, FailureWatch
-from service.outcomes import decision_of, iter_first_failures, label_of
+from service.learning.drift import DriftMonitor, Familiarity
+from service.learning.outcomes import decision_of, iter_first_failures, label_of
+from service.learning.shadow import ShadowScorer
+from service.learning.watch import ExplorationPolicy, FailureWatch
 from service.scoring import ServingModel
-from service.shadow import ShadowScorer
 from service.store import OrderStore, create_db_engine
 from tests.service.conftest import SMALL_RETRY, Service, busy, failure, final, run_worker
 from tests.service.learning_models import save_toy

@@ -14,7 +14,7 @@ from model.artifact import PROTOCOL, ArtifactError
 from model.registry import activate
 from service.app import create_app
 from service.config import Settings
-from service.lifecycle import ModelRejected, load_checked
+from service.learning.reload import ModelRejected, load_checked
 from tests.service.conftest import MockInsurer, TestClient, registry
 from tests.service.learning_models import save_toy
 

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from service.cli import app as cli
-from service.model_report import calibration, decision_quality, model_report
-from service.outcomes import COLUMNS, export_outcomes, iter_first_failures, label_of
+from service.learning.outcomes import COLUMNS, export_outcomes, iter_first_failures, label_of
+from service.learning.report import calibration, decision_quality, model_report
 from service.scoring import ServingModel
 from service.store import OrderStore, create_db_engine
 from tests.service.conftest import (

@@ -1,4 +1,4 @@
-"""decide(): where an order goes after one call — pure, so every branch is checked without I/O."""
+"""decide(): where an order goes after one step (call, query, skip) — pure, so every branch is checked without I/O."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from service.gateway import CallResult
-from service.processing import NEXT_ACTION, decide, request_hash
-from service.retry import RetryPolicy, next_attempt_at
+from service.gateway import CallResult, QueryResult
+from service.processing import NEXT_ACTION, CircuitSkip, Step, decide, request_hash
+from service.retry import RetryPolicy, after_open_circuit, next_attempt_at
 from service.scoring import Verdict
 from service.store import OrderState
 
@@ -41,7 +41,7 @@ def verdict(eligible: bool) -> Verdict:
     )
 
 
-def run(result: CallResult, v: Verdict | None, *, calls: int = 1, first: dt.datetime = NOW, seed: int = 0) -> Any:
+def run(result: Step, v: Verdict | None, *, calls: int = 1, first: dt.datetime = NOW, seed: int = 0) -> Any:
     return decide(result, v, calls_made=calls, first_failure_at=first, now=NOW, policy=POLICY, rng=random.Random(seed))
 
 
@@ -98,6 +98,41 @@ def test_exhausted_age_is_dead() -> None:
     long_ago = NOW - dt.timedelta(seconds=POLICY.max_age_s + 1)
     decision = run(call("failure"), verdict(True), first=long_ago)
     assert decision.state is OrderState.DEAD
+
+
+def query(completed: bool | None) -> QueryResult:
+    return QueryResult(completed, {"policy_no": "P1"} if completed else None, None, 200, 5.0)
+
+
+def test_a_completed_query_is_succeeded_without_a_call() -> None:
+    decision = run(query(True), None, calls=POLICY.max_attempts)
+    assert (decision.state, decision.next_attempt_at, decision.send_now) == (OrderState.SUCCEEDED, None, False)
+
+
+def test_a_query_that_finds_nothing_sends_again_now() -> None:
+    decision = run(query(False), None)
+    assert decision.send_now
+    assert (decision.state, decision.next_attempt_at) == (OrderState.ASYNC_PROCESSING, NOW)
+
+
+@pytest.mark.parametrize("calls", [1, 2, 3])
+def test_an_unanswered_query_backs_off_like_a_call(calls: int) -> None:
+    decision = run(query(None), None, calls=calls, seed=calls)
+    expected = next_attempt_at(POLICY, attempts=calls, first_failure_at=NOW, now=NOW, rng=random.Random(calls))
+    assert (decision.state, decision.next_attempt_at) == (OrderState.ASYNC_PROCESSING, expected)
+
+
+def test_an_unanswered_query_on_the_last_attempt_is_dead() -> None:
+    decision = run(query(None), None, calls=POLICY.max_attempts)
+    assert (decision.state, decision.next_attempt_at) == (OrderState.DEAD, None)
+
+
+def test_a_skip_is_due_when_the_circuit_lets_a_probe_through() -> None:
+    decision = run(CircuitSkip("acme", 30.0), None, seed=7)
+    expected = after_open_circuit(POLICY, retry_in_s=30.0, now=NOW, rng=random.Random(7))
+    assert (decision.state, decision.next_attempt_at) == (OrderState.ASYNC_PROCESSING, expected)
+    assert decision.next_attempt_at is not None
+    assert NOW + dt.timedelta(seconds=30) <= decision.next_attempt_at <= NOW + dt.timedelta(seconds=30 + POLICY.base_s)
 
 
 def test_every_state_has_the_contracts_next_action() -> None:

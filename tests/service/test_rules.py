@@ -294,8 +294,8 @@ def test_import_adds_what_is_missing_all_or_nothing_and_replace_removes_the_rest
 
 
 def test_a_rules_decision_is_never_explored() -> None:
-    from service.drift import Familiarity
-    from service.learning import ExplorationPolicy
+    from service.learning.drift import Familiarity
+    from service.learning.watch import ExplorationPolicy
 
     policy = ExplorationPolicy(rate=1.0, min_probability=0.0, floor_probability=0.0)
     unsure = Verdict(False, 0.3, 0.35, None, "v1", [])

@@ -1,4 +1,4 @@
-"""The re-execution worker (contract sections 3 and 4), in process, on SQLite and on PostgreSQL:
+"""The re-execution worker (docs/contract.md §3 and §4), in process, on SQLite and on PostgreSQL:
 orders come in through POST /process, the worker runs `once`, and the order and the insurer tell
 what happened."""
 

@@ -1,4 +1,4 @@
-"""The console marks the explanation's spans in the original message (contract section 7)."""
+"""The console marks the explanation's spans in the original message (docs/contract.md §7)."""
 
 from service.console.highlight import highlight, span_marks
 

@@ -79,7 +79,7 @@ def test_order_page_shows_the_timeline(service: Service, seeded: dict[str, list[
     assert page.text.count('data-outcome="unknown"') == 3
     assert "decision: async" in page.text and "p = 0.970" in page.text
     assert "ReadTimeout" in page.text and "“系统繁忙”" in page.text  # text items show their span
-    # the message with the explanation's spans marked by sign (contract section 7)
+    # the message with the explanation's spans marked by sign (docs/contract.md §7)
     assert 'ReadTimeout: <mark class="span-pos" title="+1.100 (towards async)">timed out</mark> after' in page.text
     assert 'data-kind="transition"' in page.text and "received" in page.text
     assert 'id="requeue-form"' in page.text, "open mode: a DEAD order can be requeued"
@@ -159,7 +159,7 @@ _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 def test_requeue_needs_an_admin_key(keyed: Service) -> None:
     store: OrderStore = keyed.app.state.store
-    dead = store.search_orders(state=OrderState.DEAD, limit=1)[0][0].order_id
+    dead = store.insights.search_orders(state=OrderState.DEAD, limit=1)[0][0].order_id
     assert keyed.client.post(f"/console/orders/{dead}/requeue", follow_redirects=False).status_code == 303  # login
     _login(keyed, READ_KEY)
     page = keyed.client.get(f"/console/orders/{dead}")

@@ -1,4 +1,4 @@
-"""GenericJsonAdapter against every row of contract section 3, through httpx.MockTransport."""
+"""GenericJsonAdapter against every row of docs/contract.md §3, through httpx.MockTransport."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from model.calibration import BINS, expected_calibration_error, reliability
 from model.schema import COST_RATIO
-from service.outcomes import Outcome, decision_of, label_of
+from service.learning.outcomes import Outcome, decision_of, label_of
 from service.scoring import ServingModel
 from service.store import FirstFailure, RuleRecord
 

@@ -1,4 +1,4 @@
-"""Outcome labels: each order's first failure, labelled by what re-execution showed (contract section 6).
+"""Outcome labels: each order's first failure, labelled by what re-execution showed (docs/contract.md §6).
 
     SUCCEEDED after the failure (a later call or a status query)       → 1 (it was async-eligible)
     DEAD (re-execution exhausted its attempts or age)                  → 0
@@ -6,7 +6,7 @@
     FAILED at the first call (classified final, never re-executed)     → no outcome: left out
     ASYNC_PROCESSING (still being re-executed)                         → pending: left out
 
-`export_outcomes(store, path)` writes these rows as a contract-section-5 CSV, personal data masked,
+`export_outcomes(store, path)` writes these rows as a docs/contract.md §5 CSV, personal data masked,
 with extra columns for provenance; `labelled_first_failures` yields them for reports and calibration.
 
 `label_source` says where a row came from: `outcome` when the model decided the first failure, `rule`

@@ -5,7 +5,7 @@ The candidate never decides anything. Each failure it scores is counted in /metr
 (`asyncgate_shadow_disagreements_total{direction}`: `async_to_final` when the live model said async
 and the candidate final, `final_to_async` the other way), logged at INFO for review, and kept in a
 short ring buffer that GET /admin/shadow shows. How the candidate would have fared against the
-outcomes is `asyncgate models report` (service/model_report.py), which re-scores labelled failures.
+outcomes is `asyncgate models report` (service/learning/report.py), which re-scores labelled failures.
 """
 
 from __future__ import annotations

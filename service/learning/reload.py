@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import anyio
 import anyio.to_thread
@@ -29,25 +26,27 @@ from prometheus_client import Counter
 from model.artifact import ArtifactError, load_artifact
 from model.records import Failure
 from model.registry import ACTIVE_FILE, resolve_artifact
-from service.config import Settings
-from service.drift import DriftCollector, DriftMonitor, DriftThresholds
-from service.learning import ExplorationPolicy, FailureWatch
+from service.errors import AsyncgateError
+from service.learning.shadow import ShadowScorer, shadow_artifact_dir
 from service.metrics import Metrics
 from service.scoring import ModelHolder, ServingModel
-from service.shadow import ShadowScorer, shadow_artifact_dir
-from service.store import OrderStore
 
 log = logging.getLogger("asyncgate.models")
 #: Scored once by every model before it may serve.
 SMOKE_FAILURE: Final = Failure("smoke", "underwrite", None, "Read timed out", None, 2000.0)
 
 
-class ModelRejected(ArtifactError):
-    """The model at {path} cannot replace the serving one: {reason} (the old model keeps serving)."""
+class ModelRejected(AsyncgateError, ArtifactError):
+    """model at {path} not loaded, the old model keeps serving: {reason}
+
+    The model cannot replace the serving one. Also an ArtifactError (model/artifact.py), with its
+    `path` and `reason`, so whoever catches artifact errors catches this too.
+    """
 
     def __init__(self, path: Path, reason: str):
-        super().__init__(path, reason)
-        self.args = (f"model at {path} not loaded, the old model keeps serving: {reason}",)
+        self.path = path
+        self.reason = reason
+        super().__init__(path=path, reason=reason)
 
 
 def load_checked(artifact_dir: Path) -> ServingModel:
@@ -136,81 +135,3 @@ class ModelReloader:
                 await self.reload()
             except ModelRejected:
                 pass  # logged; `_seen` holds the rejected content, so it is not retried until ACTIVE changes
-
-
-def drift_thresholds(settings: Settings) -> DriftThresholds:
-    return DriftThresholds(
-        window_s=settings.drift_window_s,
-        min_failures=settings.drift_min_failures,
-        unseen_ngram_cutoff=settings.drift_unseen_ngram_cutoff,
-        max_unseen_message_share=settings.drift_max_unseen_message_share,
-        max_unseen_code_share=settings.drift_max_unseen_code_share,
-        max_async_rate_delta=settings.drift_max_async_rate_delta,
-        max_calibration_error=settings.drift_max_calibration_error,
-        min_outcomes=settings.drift_min_outcomes,
-    )
-
-
-def exploration_policy(settings: Settings) -> ExplorationPolicy:
-    return ExplorationPolicy(
-        rate=settings.exploration_rate,
-        min_probability=settings.exploration_min_probability,
-        floor_probability=settings.exploration_floor_probability,
-    )
-
-
-@dataclass(frozen=True)
-class Learning:
-    """The learning loop's parts in a running process."""
-
-    settings: Settings
-    store: OrderStore
-    holder: ModelHolder
-    watch: FailureWatch
-    reloader: ModelReloader
-
-    @property
-    def drift(self) -> DriftMonitor:
-        return self.watch.drift
-
-    @property
-    def shadow(self) -> ShadowScorer:
-        return self.watch.shadow
-
-    def drift_report(self, *, refresh: bool = True, force: bool = False) -> dict[str, Any]:
-        """The drift report. With `refresh` the calibration is recomputed first when stale, with `force`
-        in any case (both read the store: call them in a thread); without, the cached one is used."""
-        if refresh or force:
-            self.drift.refresh_if_stale(
-                self.store,
-                window_s=self.settings.drift_calibration_window_s,
-                max_age_s=0.0 if force else self.settings.drift_calibration_refresh_s,
-            )
-        return self.drift.report(self.holder.current)
-
-
-@asynccontextmanager
-async def open_learning(
-    settings: Settings, store: OrderStore, holder: ModelHolder, metrics: Metrics
-) -> AsyncIterator[Learning]:
-    """Build the watch, drift monitor, shadow scorer and reloader; poll ACTIVE while open."""
-    shadow = ShadowScorer(metrics.registry)
-    watch = FailureWatch(
-        metrics.registry,
-        drift=DriftMonitor(drift_thresholds(settings)),
-        shadow=shadow,
-        exploration=exploration_policy(settings),
-    )
-    reloader = ModelReloader(
-        settings.resolved_model_dir, holder, metrics, shadow=shadow, shadow_spec=settings.shadow_model
-    )
-    await reloader.load_shadow()
-    learning = Learning(settings, store, holder, watch, reloader)
-    metrics.registry.register(DriftCollector(learning.drift_report))
-    async with anyio.create_task_group() as tasks:
-        if settings.model_watch_s > 0:
-            tasks.start_soon(reloader.watch, settings.model_watch_s)
-        try:
-            yield learning
-        finally:
-            tasks.cancel_scope.cancel()

@@ -30,8 +30,8 @@ from prometheus_client.registry import Collector
 
 from model.profile import TrainingProfile
 from model.records import Failure
-from service.model_report import calibration
-from service.outcomes import iter_first_failures, labelled_first_failures
+from service.learning.outcomes import iter_first_failures, labelled_first_failures
+from service.learning.report import calibration
 from service.rules import model_async_eligible
 from service.scoring import ServingModel, Verdict
 from service.store import OrderStore, StoreUnavailable

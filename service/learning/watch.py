@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter
 
 from model.records import Failure
-from service.drift import DriftMonitor, Familiarity
+from service.learning.drift import DriftMonitor, Familiarity
+from service.learning.shadow import ShadowScorer
 from service.scoring import ServingModel, Verdict
-from service.shadow import ShadowScorer
 
 
 @dataclass(frozen=True)
