@@ -48,9 +48,10 @@ def test_fit_reaches_sklearns_optimum(frame, fitted):
     reference = LogisticRegression(C=8.0, max_iter=3000, tol=1e-8).fit(design.to_csr(), y)
     ours_p = expit(design.matvec(ours.coef) + ours.intercept)
     np.testing.assert_allclose(ours_p, reference.predict_proba(design.to_csr())[:, 1], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(ours.coef, reference.coef_[0], rtol=0, atol=1e-4)
     # the unpenalized intercept trades off against columns present in nearly every row (the
-    # status and latency one-hots): both solvers stop within 1e-8 of a flat optimum, not at one point
+    # status and latency one-hots): both solvers stop within 1e-8 of a flat optimum, not at one point,
+    # so those weights agree to a few 1e-4 while the probabilities above agree to 1e-5
+    np.testing.assert_allclose(ours.coef, reference.coef_[0], rtol=0, atol=5e-4)
     assert ours.intercept == pytest.approx(reference.intercept_[0], abs=5e-4)
 
 

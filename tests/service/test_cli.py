@@ -28,7 +28,7 @@ from service.cli import app as cli
 from service.config import Settings
 from tests.integration.conftest import child_env, free_port, start_process
 
-#: The columns of contract section 5, in its order.
+#: The columns of docs/contract.md §5, in its order.
 CONTRACT_COLUMNS = [
     "insurer",
     "operation",
@@ -190,7 +190,7 @@ def test_models_activate_an_unknown_version_fails_naming_it(registry: Path, trai
 def test_models_commands_default_to_the_state_folder(
     registry: Path, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Without --model-dir the registry is <ASYNCGATE_STATE_DIR>/models (contract section 6)."""
+    """Without --model-dir the registry is <ASYNCGATE_STATE_DIR>/models (docs/contract.md §6)."""
     state = tmp_path / "state"
     state.mkdir()
     shutil.move(str(registry), state / "models")
