@@ -7,6 +7,7 @@ reads the environment anywhere else.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,7 +44,15 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=16, ge=1, le=1_000)
     worker_poll_s: float = Field(default=1.0, gt=0)
 
-    # per-insurer circuit breaker (per process): `breaker_failures` failed calls among the last
+    # how each process guards an insurer that fails (service/health.py): "adaptive" throttling (calls in
+    # proportion to what the insurer accepts: p = max(0, (requests - K*accepts) / (requests + 1)) over the
+    # last `throttle_window_s`, nothing refused below `throttle_min_requests`), the on/off "breaker", or "none"
+    insurer_guard: Literal["adaptive", "breaker", "none"] = "adaptive"
+    throttle_k: float = Field(default=2.0, gt=0)
+    throttle_window_s: float = Field(default=120.0, gt=0)
+    throttle_min_requests: int = Field(default=20, ge=0)
+
+    # per-insurer circuit breaker (insurer_guard "breaker"; per process): `breaker_failures` failed calls among the last
     # `breaker_window` open it for `breaker_cooldown_s`; then `breaker_probes` calls at a time probe it
     # defaults ask for a real outage (half of the last 100 calls), not a burst of ordinary failures
     breaker_window: int = Field(default=100, ge=1, le=10_000)

@@ -302,6 +302,8 @@ class OrderProcessor:
         if not self.health.allow(order.insurer):
             self.metrics.short_circuited.labels(insurer=order.insurer, actor="worker").inc()
             raise CircuitOpen(order.insurer, self.health.retry_in(order.insurer))
+        # query first when the last call's outcome is unknown, or when nothing was recorded (a call may
+        # have been in flight); never for an order only ever skipped ("not_sent") or answered definitely
         if order.last_outcome in (None, "unknown"):
             answer = await self.gateway.query(order.insurer, order.order_id, order.operation)
             self.metrics.query(order.insurer, query_outcome(answer))

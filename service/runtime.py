@@ -27,6 +27,7 @@ from service.retry import RetryPolicy
 from service.rules import RuleBook
 from service.scoring import ModelHolder, ServingModel
 from service.store import OrderStore, create_db_engine, migrate
+from service.throttle import ThrottlePolicy
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,16 @@ async def open_runtime(
             tasks.start_soon(rules.run, store, settings.rules_poll_s)
             learning = await stack.enter_async_context(open_learning(settings, store, holder, metrics))
             gateway = InsurerGateway(registry, client)
-            health = InsurerHealth(breaker_policy(settings), metrics)
+            health = InsurerHealth(
+                breaker_policy(settings),
+                metrics,
+                guard=settings.insurer_guard,
+                throttle=ThrottlePolicy(
+                    accept_multiplier=settings.throttle_k,
+                    window_s=settings.throttle_window_s,
+                    min_requests=settings.throttle_min_requests,
+                ),
+            )
             processor = OrderProcessor(
                 store,
                 gateway,

@@ -23,7 +23,9 @@ AttemptKind = Literal["call", "query", "skip"]
 #: success/failure/unknown for calls; completed/not_found for queries; skipped for skips.
 AttemptOutcome = Literal["success", "failure", "unknown", "completed", "not_found", "skipped"]
 #: The order-level summary of its last call or query.
-LastOutcome = Literal["success", "failure", "unknown"]
+#: The outcome of the order's last call: `not_sent` while its only steps were skips (the insurer has
+#: never seen it, so nothing needs a query), None before anything was recorded (a call may be in flight).
+LastOutcome = Literal["success", "failure", "unknown", "not_sent"]
 
 
 @dataclass(frozen=True, slots=True)

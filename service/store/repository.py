@@ -165,7 +165,7 @@ class OrderStore(RuleStore):
             raise ValueError("an order kept in ASYNC_PROCESSING needs a next_attempt_at")
         with self._transaction() as conn:
             current = conn.execute(
-                sa.select(orders.c.state, orders.c.first_failure_at)
+                sa.select(orders.c.state, orders.c.first_failure_at, orders.c.last_outcome, orders.c.attempts)
                 .where(orders.c.id == order_pk, orders.c.lease_owner == lease_owner)
                 .with_for_update()
             ).one_or_none()
@@ -182,6 +182,8 @@ class OrderStore(RuleStore):
                 values["attempts"] = orders.c.attempts + 1
             if attempt.outcome in _LAST_OUTCOME:
                 values["last_outcome"] = _LAST_OUTCOME[attempt.outcome]
+            elif attempt.kind == "skip" and current.last_outcome is None and current.attempts == 0:
+                values["last_outcome"] = "not_sent"  # skipped before any call: never sent, no query needed
             if attempt.outcome in ("failure", "unknown"):
                 if attempt.category is not None:
                     values["category"] = attempt.category

@@ -27,9 +27,9 @@ from tests.integration.conftest import RunningProcess, child_env, free_port, sta
 
 INSURER = "sim"
 #: Fast retries so that the suite stays short; plenty of attempts so nothing goes DEAD by accident;
-#: no circuit breaker (its own tests turn it on), so that every order's calls are what the test says.
+#: no insurer guard (the breaker's own tests turn it on), so that every order's calls are what the test says.
 FAST_RETRY = {
-    "ASYNCGATE_BREAKER_FAILURES": "0",
+    "ASYNCGATE_INSURER_GUARD": "none",
     "ASYNCGATE_RETRY_BASE_S": "0.05",
     "ASYNCGATE_RETRY_MAX_S": "0.3",
     "ASYNCGATE_RETRY_MAX_ATTEMPTS": "60",

@@ -181,7 +181,12 @@ def test_circuit_breaker_spares_a_failing_insurer_and_closes_again(
     succeeds and closes the circuit; the worker then completes the skipped orders."""
     sim = simulator(scenario="fast", seed=6)
     insurers = insurers_file(tmp_path, sim.url, timeout_s=5.0)
-    breaker = {"ASYNCGATE_BREAKER_WINDOW": "5", "ASYNCGATE_BREAKER_FAILURES": "3", "ASYNCGATE_BREAKER_COOLDOWN_S": "2"}
+    breaker = {
+        "ASYNCGATE_INSURER_GUARD": "breaker",
+        "ASYNCGATE_BREAKER_WINDOW": "5",
+        "ASYNCGATE_BREAKER_FAILURES": "3",
+        "ASYNCGATE_BREAKER_COOLDOWN_S": "2",
+    }
     env = {**FAST_RETRY, **breaker, "ASYNCGATE_STATE_DIR": str(tmp_path / "state")}
     args = common_args(pg_url, fault_model_dir, insurers)
     service = serve(tmp_path, args, env)

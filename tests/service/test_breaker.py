@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 import anyio
@@ -134,7 +135,13 @@ def test_breakers_are_per_insurer_and_report_changes() -> None:
 # (with 0.3 s, a loaded machine let the cooldown pass before the short-circuited order was sent).
 # The probe test must see the cooldown over: sleeping past it only needs a lower bound on elapsed
 # time, which a slow machine can only make longer. The state machine itself is tested on a driven clock above.
-BREAKER = {"breaker_window": 4, "breaker_failures": 3, "breaker_cooldown_s": 600.0, "retry_base_s": 0.001}
+BREAKER = {
+    "insurer_guard": "breaker",
+    "breaker_window": 4,
+    "breaker_failures": 3,
+    "breaker_cooldown_s": 600.0,
+    "retry_base_s": 0.001,
+}
 SHORT_COOLDOWN_S = 0.3
 
 
@@ -167,6 +174,35 @@ def test_open_circuit_records_async_at_once_without_calling(
     # a business rejection is a healthy insurer: it is not what keeps the circuit open
     service.insurer.script("FINAL-1", final())
     assert service.process("FINAL-1").json()["attempts"] == 0
+
+
+def test_an_order_only_ever_skipped_is_sent_without_a_query(
+    start_service: Callable[..., Service], serving_model: ServingModel
+) -> None:
+    """The insurer never saw an order whose only step was a skip: re-executing it needs no query."""
+    from tests.service.conftest import run_worker
+
+    service = start_service(**BREAKER, retry_max_s=0.002)
+    for n in range(3):
+        service.insurer.script(f"B-{n}", busy())
+        service.process(f"B-{n}")
+    service.insurer.script("SKIPPED-2", success({"policy_no": "P-S2"}))
+    assert service.process("SKIPPED-2").json()["failure"]["outcome"] == "skipped"
+    assert service.order("SKIPPED-2")["last_outcome"] == "not_sent"
+    import sqlalchemy as sa
+
+    from service.store.tables import orders
+
+    engine = create_db_engine(service.settings.resolved_db_url)
+    with engine.begin() as conn:  # the cooldown has passed: the order is due
+        due = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        conn.execute(sa.update(orders).where(orders.c.order_id == "SKIPPED-2").values(next_attempt_at=due))
+    engine.dispose()
+    run_worker(service, serving_model)  # a worker whose own circuit is closed
+    order = service.order("SKIPPED-2")
+    assert order["state"] == "SUCCEEDED"
+    assert [a["kind"] for a in order["attempts"]] == ["skip", "call"]
+    assert service.insurer.queries("SKIPPED-2") == [], "no needless query to a struggling insurer"
 
 
 def test_half_open_probe_closes_the_circuit(start_service: Callable[..., Service]) -> None:

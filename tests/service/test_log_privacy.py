@@ -53,7 +53,12 @@ def test_breaker_and_worker_paths_log_no_personal_data(
     json_logs: io.StringIO, start_service: Callable[..., Service], serving_model: ServingModel
 ) -> None:
     service = start_service(
-        breaker_window=3, breaker_failures=2, breaker_cooldown_s=60.0, retry_base_s=0.001, retry_max_s=0.002
+        insurer_guard="breaker",
+        breaker_window=3,
+        breaker_failures=2,
+        breaker_cooldown_s=60.0,
+        retry_base_s=0.001,
+        retry_max_s=0.002,
     )
     message = f"投保人 name=张三 手机 {PHONE} 卡 {CARD} 邮箱 {EMAIL} 系统繁忙，请稍后再试"
     payload = {"applicant": {"id_no": ID_NUMBER, "mobile": PHONE, "name": "张三", "email": EMAIL}}
