@@ -28,9 +28,8 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar, overload
+from typing import Any, TypeVar, overload
 
-import anyio.to_thread
 import orjson
 
 from model.records import make_failure
@@ -42,7 +41,7 @@ from service.metrics import Metrics
 from service.retry import RetryPolicy, after_open_circuit, next_attempt_at
 from service.rules import RuleBook
 from service.scoring import ModelHolder, Verdict
-from service.store import AttemptOutcome, LeaseLost, NewAttempt, OrderRecord, OrderState, OrderStore
+from service.store import AttemptOutcome, LeaseLost, NewAttempt, OrderRecord, OrderState, OrderStore, steps
 
 log = logging.getLogger("asyncgate.processing")
 T = TypeVar("T")
@@ -191,13 +190,6 @@ def query_outcome(answer: QueryResult) -> AttemptOutcome:
     return "completed" if answer.completed else "not_found" if answer.completed is False else "unknown"
 
 
-#: Store calls run in threads, at most this many at once. Each is mostly Python (SQLAlchemy and the
-#: driver) holding the GIL: more threads than this only queue on the GIL and starve the event loop
-#: (measured on 2 cores, /process at 32 connections on PostgreSQL, runs interleaved: 96-133 req/s and
-#: p99 0.38 s with 4 threads; 83-94 req/s and p99 0.8-1.0 s with anyio's default 40).
-STORE_THREADS: Final = 4
-
-
 class OrderProcessor:
     """The service layer between the routers/worker and the store, gateway and model."""
 
@@ -228,12 +220,7 @@ class OrderProcessor:
         self.clock = clock
         self.watch = watch  # drift, shadow scoring and exploration of first failures (service/learning/watch.py)
         self.rules = rules or RuleBook()  # operators' rules (service/rules.py); none by default
-        self._store_slots = anyio.CapacityLimiter(STORE_THREADS)
         self.health = health  # the insurers' circuit breakers, owned by the runtime (service/health.py)
-
-    async def _in_store(self, call: Callable[[], T]) -> T:
-        """Run a store call in a worker thread (at most STORE_THREADS at once)."""
-        return await anyio.to_thread.run_sync(call, limiter=self._store_slots)
 
     @staticmethod
     def call_failed(call: CallResult, verdict: Verdict | None) -> bool:
@@ -269,21 +256,20 @@ class OrderProcessor:
             raise PayloadTooLarge(size, self.max_payload_bytes)
         digest = request_hash(insurer, operation, payload)
         now = self.clock()
-        order, created = await self._in_store(
-            lambda: self.store.reserve(
-                order_id,
-                insurer,
-                operation,
-                payload,
-                digest,
-                lease_owner=f"api:{uuid.uuid4().hex[:16]}",
-                lease_s=self.lease_s,
-                now=now,
-            )
+        order, created = await self.store.run_async(
+            steps.reserve,
+            order_id,
+            insurer,
+            operation,
+            payload,
+            digest,
+            lease_owner=f"api:{uuid.uuid4().hex[:16]}",
+            lease_s=self.lease_s,
+            now=now,
         )
         if not created:
             self.metrics.replays.inc()
-            stored = await self._in_store(lambda: self.store.get(order_id))
+            stored = await self.store.run_async(steps.get, order_id)
             return stored or order
         try:
             if not self.health.allow(insurer):
@@ -292,7 +278,7 @@ class OrderProcessor:
             return await self._call(order, actor="api")
         except LeaseLost:
             # the call outlived the lease and a worker took the order over: report where it stands
-            stored = await self._in_store(lambda: self.store.get(order_id))
+            stored = await self.store.run_async(steps.get, order_id)
             return stored or order
 
     async def reexecute(self, order: OrderRecord, *, actor: str) -> OrderRecord:
@@ -350,25 +336,26 @@ class OrderProcessor:
         attempt = new_attempt(step, verdict)
         lease_owner = order.lease_owner or actor
         if decision.send_now:
-            await self._in_store(
-                lambda: self.store.record_query(order.pk, attempt, lease_owner=lease_owner, actor=actor, now=now)
+            await self.store.run_async(
+                steps.record_query, order.pk, attempt, lease_owner=lease_owner, actor=actor, now=now
             )
             return None
         success = attempt.outcome in ("success", "completed")
-        recorded = await self._in_store(
-            lambda: self.store.record_attempt(
-                order.pk,
-                attempt,
-                new_state=decision.state,
-                next_attempt_at=decision.next_attempt_at,
-                lease_owner=lease_owner,
-                reason=decision.reason,
-                actor=actor,
-                result=step.data if success and not isinstance(step, CircuitSkip) else None,
-                now=now,
-                # a call counts, and so does an unanswered query; a skip or a query that settles it does not
-                count_call=attempt.kind == "call" or attempt.outcome == "unknown",
-            )
+        recorded = await self.store.run_async(
+            steps.record_attempt,
+            order.pk,
+            attempt,
+            new_state=decision.state,
+            next_attempt_at=decision.next_attempt_at,
+            lease_owner=lease_owner,
+            reason=decision.reason,
+            actor=actor,
+            result=step.data if success and not isinstance(step, CircuitSkip) else None,
+            now=now,
+            # a call counts, and so does an unanswered query; a skip or a query that settles it does not
+            count_call=attempt.kind == "call" or attempt.outcome == "unknown",
+            # the returned log holds this step's attempt only (no read): what /process's answer shows
+            full_log=False,
         )
         log.info(
             "order %s → %s (%s)",

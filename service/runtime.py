@@ -26,7 +26,8 @@ from service.processing import OrderProcessor
 from service.retry import RetryPolicy
 from service.rules import RuleBook
 from service.scoring import ModelHolder, ServingModel
-from service.store import OrderStore, create_db_engine, migrate
+from service.store import OrderStore, create_async_db_engine, create_db_engine, migrate
+from service.store.fastpath import FastSteps
 from service.throttle import ThrottlePolicy
 
 
@@ -81,9 +82,15 @@ async def open_runtime(
     engine = create_db_engine(
         settings.resolved_db_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
     )
+    fast: FastSteps | None = None
+    async_engine = create_async_db_engine(
+        settings.resolved_db_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    )
     try:
         await anyio.to_thread.run_sync(migrate, engine)
-        store = OrderStore(engine)
+        if async_engine is not None:
+            fast = await FastSteps.open(settings.resolved_db_url, size=settings.db_pool_size)
+        store = OrderStore(engine, async_engine, fast)
         serving: ServingModel = (
             model
             if model is not None
@@ -133,4 +140,8 @@ async def open_runtime(
             if own_client:
                 await client.aclose()
     finally:
+        if fast is not None:
+            await fast.close()
+        if async_engine is not None:
+            await async_engine.dispose()
         engine.dispose()

@@ -22,13 +22,12 @@ import uuid
 from dataclasses import dataclass, field
 
 import anyio
-import anyio.to_thread
 
 from service.budget import RetryBudget
 from service.health import InsurerHealth
 from service.metrics import Metrics
 from service.processing import CircuitOpen, OrderProcessor, utcnow
-from service.store import LeaseLost, OrderRecord, OrderStore, StoreUnavailable
+from service.store import LeaseLost, OrderRecord, OrderStore, StoreUnavailable, steps
 
 log = logging.getLogger("asyncgate.worker")
 
@@ -92,7 +91,7 @@ class Worker:
         while not stop.is_set():
             excluded = self._excluded()
             try:
-                claimed = await anyio.to_thread.run_sync(self._claim, excluded)
+                claimed = await self._claim(excluded)
             except StoreUnavailable as exc:
                 log.warning("claim failed, database unavailable: %s", exc, extra={"worker": self.worker_id})
                 if once:
@@ -129,9 +128,14 @@ class Worker:
         )
         return self.stats
 
-    def _claim(self, excluded: set[str]) -> list[OrderRecord]:
-        return self.store.claim_due(
-            self.worker_id, batch=self.batch, lease_s=self.lease_s, now=utcnow(), exclude_insurers=excluded
+    async def _claim(self, excluded: set[str]) -> list[OrderRecord]:
+        return await self.store.run_async(
+            steps.claim_due,
+            self.worker_id,
+            batch=self.batch,
+            lease_s=self.lease_s,
+            now=utcnow(),
+            exclude_insurers=excluded,
         )
 
     async def _pause(self, stop: anyio.Event, seconds: float | None = None) -> None:
@@ -145,7 +149,7 @@ class Worker:
 
     async def _release(self, order: OrderRecord, *, deferred: bool = False) -> None:
         try:
-            await anyio.to_thread.run_sync(lambda: self.store.release(order.pk, self.worker_id))
+            await self.store.run_async(steps.release, order.pk, self.worker_id)
             if deferred:
                 self.stats.deferred += 1
             else:

@@ -2,10 +2,11 @@
 
 engine = create_db_engine(url)   # opens nothing yet
 migrate(engine)                  # schema to head (Alembic), idempotent
-store = OrderStore(engine)       # the only code that reads or writes orders
+store = OrderStore(engine, create_async_db_engine(url))  # the only code that reads or writes orders;
+                                 # the async engine (PostgreSQL only, else None) serves run_async
 """
 
-from service.store.engine import create_db_engine, migrate, normalize_db_url
+from service.store.engine import create_async_db_engine, create_db_engine, migrate, normalize_db_url
 from service.store.errors import (
     InvalidCursor,
     InvalidTransition,
@@ -54,6 +55,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TransitionRecord",
+    "create_async_db_engine",
     "create_db_engine",
     "migrate",
     "normalize_db_url",

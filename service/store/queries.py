@@ -6,7 +6,6 @@ Private to the store: `repository.OrderStore` owns the transactions, this module
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -17,7 +16,6 @@ from sqlalchemy.engine import RowMapping
 from service.store.records import (
     AttemptRecord,
     FirstFailure,
-    NewAttempt,
     OrderRecord,
     attempt_from_row,
     order_from_row,
@@ -142,19 +140,6 @@ def attempt_logs(conn: sa.Connection, order_pks: Sequence[int]) -> dict[int, tup
     for row in rows:
         logs.setdefault(row["order_pk"], []).append(attempt_from_row(row))
     return {pk: tuple(log) for pk, log in logs.items()}
-
-
-def insert_attempt(
-    conn: sa.Connection, order_pk: int, attempt: NewAttempt, *, actor: str, now: dt.datetime
-) -> AttemptRecord:
-    """Add one attempt row to the order. NUL characters in its texts (an insurer may send them; PostgreSQL
-    text cannot hold them) become U+FFFD, on both dialects."""
-    fields = {
-        k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in dataclasses.asdict(attempt).items()
-    }
-    values = fields | {"order_pk": order_pk, "at": now, "actor": actor}
-    row = conn.execute(sa.insert(attempts).values(values).returning(*attempts.c)).mappings().one()
-    return attempt_from_row(row)
 
 
 def insert_transition(

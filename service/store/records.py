@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, overload
 
@@ -207,7 +208,7 @@ def rule_from_row(row: RowMapping) -> RuleRecord:
     )
 
 
-def order_from_row(row: RowMapping, attempt_log: tuple[AttemptRecord, ...] | None = None) -> OrderRecord:
+def order_from_row(row: Mapping[Any, Any], attempt_log: tuple[AttemptRecord, ...] | None = None) -> OrderRecord:
     """An OrderRecord from a row of `orders`."""
     return OrderRecord(
         pk=row["id"],
@@ -231,7 +232,7 @@ def order_from_row(row: RowMapping, attempt_log: tuple[AttemptRecord, ...] | Non
     )
 
 
-def attempt_from_row(row: RowMapping) -> AttemptRecord:
+def attempt_from_row(row: Mapping[Any, Any]) -> AttemptRecord:
     """An AttemptRecord from a row of `attempts`."""
     return AttemptRecord(
         id=row["id"],

@@ -1,0 +1,485 @@
+"""The durable path's steps on an order, each the body of one transaction and, on PostgreSQL, one statement.
+
+    reserve         INSERT .. ON CONFLICT DO NOTHING RETURNING, with the creation's transition (a CTE)
+    record_attempt  the order's new state, the attempt and the transition (a CTE; FOR UPDATE on the lease)
+    record_query    INSERT INTO attempts .. SELECT .. FROM the leased order
+    claim_due       one UPDATE .. FROM a FOR UPDATE SKIP LOCKED CTE (queries.claim_statement)
+    release / extend_lease   one UPDATE each
+
+On SQLite, where a data-modifying statement cannot sit in a CTE, `reserve` and `record_attempt`
+are short sequences of statements in the same (BEGIN IMMEDIATE) transaction, with the same effect;
+the store tests run every step on both dialects. Each function takes the transaction's
+connection first: `OrderStore` runs it synchronously (`run`) or without blocking the event loop
+(`run_async`: PostgreSQL's async driver, no thread; SQLite in a worker thread), so the API, the
+worker and every other caller share one definition of each step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from service.store import queries
+from service.store.errors import LeaseLost, OrderConflict
+from service.store.records import (
+    AttemptRecord,
+    LastOutcome,
+    NewAttempt,
+    OrderRecord,
+    attempt_from_row,
+    order_from_row,
+)
+from service.store.tables import OrderState, attempts, orders, transitions
+
+_LAST_OUTCOME: Final[dict[str, LastOutcome]] = {
+    "success": "success",
+    "completed": "success",
+    "failure": "failure",
+    "unknown": "unknown",
+}
+#: Label prefix of the attempt's columns in record_attempt's one row (beside the order's).
+_ATTEMPT: Final = "attempt__"
+
+
+def _postgres(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+# Every statement of the hot path is built once per dialect, with bind parameters, and executed with
+# a dict of values: building a CTE statement per call (its column collections, coercions) cost more
+# than running it (measured: a third of /process's time under py-spy). Parameter names carry a prefix
+# (o_, a_, t_) because SQLAlchemy reserves a column's own name for its generated parameters.
+
+_ORDER_INSERT: Final = (
+    "order_id",
+    "insurer",
+    "operation",
+    "payload",
+    "request_hash",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "lease_owner",
+    "lease_until",
+    "created_at",
+    "updated_at",
+)
+_ATTEMPT_FIELDS: Final = (*(f.name for f in dataclasses.fields(NewAttempt)), "at", "actor")
+_TRANSITION_FIELDS: Final = ("at", "to_state", "reason", "actor")
+
+
+def _param(table: sa.Table, prefix: str, name: str) -> sa.BindParameter[Any]:
+    return sa.bindparam(prefix + name, type_=table.c[name].type)
+
+
+def _params(table: sa.Table, prefix: str, names: Collection[str]) -> list[sa.Label[Any]]:
+    """Typed bind parameters named after `table`'s columns, as labelled columns (for INSERT .. SELECT)."""
+    return [_param(table, prefix, name).label(name) for name in names]
+
+
+def _bound(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {prefix + name: value for name, value in values.items()}
+
+
+# -- reserve ------------------------------------------------------------------------------------
+
+
+@functools.cache
+def reserve_statement(postgres: bool) -> sa.Executable:
+    values = {name: _param(orders, "o_", name) for name in _ORDER_INSERT}
+    if not postgres:
+        return sqlite.insert(orders).values(values).on_conflict_do_nothing().returning(*orders.c)
+    inserted = (
+        postgresql.insert(orders)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=[orders.c.order_id])
+        .returning(*orders.c)
+        .cte("inserted")
+    )
+    creation = sa.select(inserted.c.id, sa.null().label("from_state"), *_params(transitions, "t_", _TRANSITION_FIELDS))
+    transition = (
+        sa.insert(transitions).from_select(["order_pk", "from_state", *_TRANSITION_FIELDS], creation).cte("transition")
+    )
+    return sa.select(inserted).add_cte(transition)
+
+
+@functools.cache
+def _transition_statement() -> sa.Executable:
+    names = ("order_pk", "from_state", *_TRANSITION_FIELDS)
+    return sa.insert(transitions).values({name: _param(transitions, "t_", name) for name in names})
+
+
+def reserve(
+    conn: sa.Connection,
+    order_id: str,
+    insurer: str,
+    operation: str,
+    payload: dict[str, Any],
+    request_hash: str,
+    *,
+    lease_owner: str,
+    lease_s: float,
+    now: dt.datetime,
+) -> tuple[OrderRecord, bool]:
+    """Insert the order in ASYNC_PROCESSING, leased to `lease_owner`: (order, True).
+
+    The order falls due when the lease runs out, so a worker takes it over if the caller dies
+    during its insurer call. An existing order_id gives (existing order, False) when
+    `request_hash` matches and raises OrderConflict otherwise. Concurrent reserves of one
+    order_id: exactly one gets True (the others wait for its commit, then find its order).
+    """
+    parameters = reserve_parameters(
+        order_id, insurer, operation, payload, request_hash, lease_owner=lease_owner, lease_s=lease_s, now=now
+    )
+    postgres = _postgres(conn)
+    row = conn.execute(reserve_statement(postgres), parameters).mappings().first()
+    if row is not None and not postgres:
+        conn.execute(_transition_statement(), parameters | {"t_order_pk": row["id"], "t_from_state": None})
+    if row is not None:
+        return order_from_row(row), True
+    return replayed(queries.find_order(conn, order_id), order_id, request_hash), False
+
+
+def reserve_parameters(
+    order_id: str,
+    insurer: str,
+    operation: str,
+    payload: dict[str, Any],
+    request_hash: str,
+    *,
+    lease_owner: str,
+    lease_s: float,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """The bind parameters of reserve's statements."""
+    lease_until = now + dt.timedelta(seconds=lease_s)
+    values = {
+        "order_id": order_id,
+        "insurer": insurer,
+        "operation": operation,
+        "payload": payload,
+        "request_hash": request_hash,
+        "state": OrderState.ASYNC_PROCESSING.value,
+        "attempts": 0,
+        "next_attempt_at": lease_until,
+        "lease_owner": lease_owner,
+        "lease_until": lease_until,
+        "created_at": now,
+        "updated_at": now,
+    }
+    creation = {"at": now, "to_state": OrderState.ASYNC_PROCESSING.value, "reason": "received", "actor": lease_owner}
+    return _bound("o_", values) | _bound("t_", creation)
+
+
+def replayed(existing: OrderRecord | None, order_id: str, request_hash: str) -> OrderRecord:
+    """The stored order a reserve of a taken order_id returns; OrderConflict when the bodies differ."""
+    if existing is None:  # the conflicting row is gone again (it cannot be: orders are never deleted)
+        raise RuntimeError(f"order {order_id!r} neither inserted nor found")
+    if existing.request_hash != request_hash:
+        raise OrderConflict(order_id)
+    return existing
+
+
+# -- record an attempt ------------------------------------------------------------------------
+
+
+def _order_changes() -> dict[str, Any]:
+    """The order's SET clause, one for every step (the parameters say what changes); its expressions
+    read the row as it was before the update."""
+    o = functools.partial(_param, orders, "o_")
+    never_called = sa.and_(orders.c.last_outcome.is_(None), orders.c.attempts == 0)
+    return {
+        "state": o("state"),
+        "next_attempt_at": o("next_attempt_at"),
+        "lease_owner": sa.null(),
+        "lease_until": sa.null(),
+        "updated_at": o("updated_at"),
+        "attempts": orders.c.attempts + sa.bindparam("o_calls", type_=sa.Integer()),
+        # the outcome's, else "not_sent" for a skip before any call (no query needed), else unchanged
+        "last_outcome": sa.case(
+            (o("last_outcome").is_not(None), o("last_outcome")),
+            (sa.and_(sa.bindparam("o_skip", type_=sa.Boolean()), never_called), "not_sent"),
+            else_=orders.c.last_outcome,
+        ),
+        "category": sa.func.coalesce(o("category"), orders.c.category),
+        "first_failure_at": sa.case(
+            (
+                sa.bindparam("o_failed", type_=sa.Boolean()),
+                sa.func.coalesce(orders.c.first_failure_at, o("updated_at")),
+            ),
+            else_=orders.c.first_failure_at,
+        ),
+        "result": sa.case((o("result").is_not(None), o("result")), else_=orders.c.result),
+    }
+
+
+def _held() -> sa.Select[Any]:
+    return sa.select(orders.c.id, orders.c.state).where(
+        orders.c.id == sa.bindparam("pk", type_=orders.c.id.type),
+        orders.c.lease_owner == sa.bindparam("owner", type_=orders.c.lease_owner.type),
+    )
+
+
+@functools.cache
+def record_statement() -> sa.Executable:
+    """PostgreSQL: the lease checked and locked, the order updated, the attempt and the transition
+    inserted — one statement, returning the order and the attempt in one row (none: lease lost)."""
+    held = _held().with_for_update().cte("held")
+    updated = (
+        sa.update(orders).where(orders.c.id == held.c.id).values(_order_changes()).returning(*orders.c).cte("updated")
+    )
+    written = (
+        sa.insert(attempts)
+        .from_select(["order_pk", *_ATTEMPT_FIELDS], sa.select(updated.c.id, *_params(attempts, "a_", _ATTEMPT_FIELDS)))
+        .returning(*attempts.c)
+        .cte("written")
+    )
+    # `held` found the order, so `updated` changed it: the transition needs no other condition
+    moved = sa.select(held.c.id, held.c.state.label("from_state"), *_params(transitions, "t_", _TRANSITION_FIELDS))
+    transition = (
+        sa.insert(transitions)
+        .from_select(
+            ["order_pk", "from_state", *_TRANSITION_FIELDS], moved.where(held.c.state != sa.bindparam("t_to_state"))
+        )
+        .cte("transition")
+    )
+    return (
+        sa.select(updated, *[c.label(_ATTEMPT + c.name) for c in written.c])
+        .select_from(updated.join(written, written.c.order_pk == updated.c.id))
+        .add_cte(transition)
+    )
+
+
+@functools.cache
+def _sqlite_record_statements() -> tuple[sa.Executable, sa.Executable, sa.Executable]:
+    """SQLite: the lease check, the order's update, the attempt's insert (the transition: _transition_statement)."""
+    update = (
+        sa.update(orders)
+        .where(orders.c.id == sa.bindparam("pk", type_=orders.c.id.type))
+        .values(_order_changes())
+        .returning(*orders.c)
+    )
+    names = ("order_pk", *_ATTEMPT_FIELDS)
+    insert = sa.insert(attempts).values({name: _param(attempts, "a_", name) for name in names}).returning(*attempts.c)
+    return _held(), update, insert
+
+
+def record_attempt(
+    conn: sa.Connection,
+    order_pk: int,
+    attempt: NewAttempt,
+    *,
+    new_state: OrderState,
+    next_attempt_at: dt.datetime | None,
+    lease_owner: str,
+    reason: str,
+    actor: str,
+    result: Any = None,
+    now: dt.datetime,
+    count_call: bool,
+    full_log: bool = True,
+) -> OrderRecord:
+    """Write the attempt, move the order to `new_state`, release the lease: all or nothing.
+
+    Raises LeaseLost, writing nothing, if `lease_owner` no longer holds the order. `attempts`
+    grows by one when `count_call`; a failure (or unknown outcome) sets `category` (when given) and,
+    the first time, `first_failure_at`; a skip before any call marks the order `not_sent` (nothing
+    to query before sending it); `result` is stored when given. A transition row is added when
+    the state changes. Returns the order with its whole attempt log, or, with `full_log=False`,
+    with only the attempt written now (no read: the hot path's case).
+    """
+    parameters = record_parameters(
+        order_pk,
+        attempt,
+        new_state=new_state,
+        next_attempt_at=next_attempt_at,
+        lease_owner=lease_owner,
+        reason=reason,
+        actor=actor,
+        result=result,
+        now=now,
+        count_call=count_call,
+    )
+    if _postgres(conn):
+        order, written = recorded(conn.execute(record_statement(), parameters).mappings().first(), parameters)
+    else:
+        order, written = _record_in_steps(conn, order_pk, parameters)
+    log = queries.attempt_logs(conn, [order_pk]).get(order_pk, ()) if full_log else (written,)
+    return dataclasses.replace(order, attempt_log=log)
+
+
+def record_parameters(
+    order_pk: int,
+    attempt: NewAttempt,
+    *,
+    new_state: OrderState,
+    next_attempt_at: dt.datetime | None,
+    lease_owner: str,
+    reason: str,
+    actor: str,
+    result: Any,
+    now: dt.datetime,
+    count_call: bool,
+) -> dict[str, Any]:
+    """The bind parameters of record_attempt's statements; ValueError for an impossible move."""
+    new_state = OrderState(new_state)
+    if new_state is OrderState.ASYNC_PROCESSING and next_attempt_at is None:
+        raise ValueError("an order kept in ASYNC_PROCESSING needs a next_attempt_at")
+    failed = attempt.outcome in ("failure", "unknown")
+    parameters = {
+        "pk": order_pk,
+        "owner": lease_owner,
+        "o_state": new_state.value,
+        "o_next_attempt_at": next_attempt_at,
+        "o_updated_at": now,
+        "o_calls": 1 if count_call else 0,
+        "o_last_outcome": _LAST_OUTCOME.get(attempt.outcome),
+        "o_skip": attempt.kind == "skip",
+        "o_category": attempt.category if failed else None,
+        "o_failed": failed,
+        "o_result": result,
+    }
+    parameters |= _bound("a_", _attempt_values(attempt, actor=actor, now=now))
+    parameters |= _bound("t_", {"at": now, "to_state": new_state.value, "reason": reason, "actor": actor})
+    return parameters
+
+
+def recorded(row: Mapping[Any, Any] | None, parameters: dict[str, Any]) -> tuple[OrderRecord, AttemptRecord]:
+    """The order and the attempt from the one row of record_attempt's PostgreSQL statement (None: LeaseLost)."""
+    if row is None:
+        raise LeaseLost(parameters["pk"], parameters["owner"])
+    attempt_row = {name[len(_ATTEMPT) :]: value for name, value in row.items() if name.startswith(_ATTEMPT)}
+    return order_from_row(row), attempt_from_row(attempt_row)
+
+
+def _attempt_values(attempt: NewAttempt, *, actor: str, now: dt.datetime) -> dict[str, Any]:
+    """The attempt row's columns but order_pk. NUL characters in its texts (an insurer may send them;
+    PostgreSQL text cannot hold them) become U+FFFD, on both dialects."""
+    fields = {
+        k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in dataclasses.asdict(attempt).items()
+    }
+    return fields | {"at": now, "actor": actor}
+
+
+def _record_in_steps(
+    conn: sa.Connection, order_pk: int, parameters: dict[str, Any]
+) -> tuple[OrderRecord, AttemptRecord]:
+    held_statement, update, insert = _sqlite_record_statements()
+    held = conn.execute(held_statement, parameters).one_or_none()
+    if held is None:
+        raise LeaseLost(order_pk, parameters["owner"])
+    order = order_from_row(conn.execute(update, parameters).mappings().one())
+    attempt = attempt_from_row(conn.execute(insert, parameters | {"a_order_pk": order_pk}).mappings().one())
+    if held.state != parameters["t_to_state"]:
+        conn.execute(_transition_statement(), parameters | {"t_order_pk": order_pk, "t_from_state": held.state})
+    return order, attempt
+
+
+# -- queries, claims and leases -----------------------------------------------------------------
+
+
+@functools.cache
+def query_statement() -> sa.Executable:
+    leased = _held().with_only_columns(orders.c.id, *_params(attempts, "a_", _ATTEMPT_FIELDS)).with_for_update()
+    return sa.insert(attempts).from_select(["order_pk", *_ATTEMPT_FIELDS], leased).returning(*attempts.c)
+
+
+def record_query(
+    conn: sa.Connection, order_pk: int, attempt: NewAttempt, *, lease_owner: str, actor: str, now: dt.datetime
+) -> AttemptRecord:
+    """Write a query attempt, keeping the lease (one INSERT .. SELECT from the leased order); LeaseLost,
+    writing nothing, if the lease is not held."""
+    parameters = query_parameters(order_pk, attempt, lease_owner=lease_owner, actor=actor, now=now)
+    return queried(conn.execute(query_statement(), parameters).mappings().first(), parameters)
+
+
+def query_parameters(
+    order_pk: int, attempt: NewAttempt, *, lease_owner: str, actor: str, now: dt.datetime
+) -> dict[str, Any]:
+    """The bind parameters of record_query's statement."""
+    if attempt.kind != "query":
+        raise ValueError(f"record_query takes attempts of kind 'query', not {attempt.kind!r}")
+    return {"pk": order_pk, "owner": lease_owner} | _bound("a_", _attempt_values(attempt, actor=actor, now=now))
+
+
+def queried(row: Mapping[Any, Any] | None, parameters: dict[str, Any]) -> AttemptRecord:
+    """The attempt record_query wrote (None: LeaseLost)."""
+    if row is None:
+        raise LeaseLost(parameters["pk"], parameters["owner"])
+    return attempt_from_row(row)
+
+
+def claim_due(
+    conn: sa.Connection,
+    worker_id: str,
+    *,
+    batch: int,
+    lease_s: float,
+    now: dt.datetime,
+    exclude_insurers: Collection[str] = (),
+) -> list[OrderRecord]:
+    """Lease up to `batch` due ASYNC_PROCESSING orders to `worker_id` until now+lease_s, oldest due first.
+
+    Due: next_attempt_at <= now and no lease, or an expired one (lease_until < now). Concurrent
+    claimers never get the same order. `attempts` is not changed here (it counts calls). Orders
+    of `exclude_insurers` are not claimed.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    statement = queries.claim_statement(
+        worker_id,
+        batch=batch,
+        lease_until=now + dt.timedelta(seconds=lease_s),
+        now=now,
+        exclude_insurers=exclude_insurers,
+    )
+    claimed = [order_from_row(row) for row in conn.execute(statement).mappings()]
+    return sorted(claimed, key=lambda order: (order.next_attempt_at or now, order.pk))
+
+
+def release(
+    conn: sa.Connection, order_pk: int, lease_owner: str, *, next_attempt_at: dt.datetime | None = None
+) -> bool:
+    """Drop `lease_owner`'s lease (state unchanged), optionally rescheduling; False if not held."""
+    values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    done = conn.execute(
+        sa.update(orders).where(orders.c.id == order_pk, orders.c.lease_owner == lease_owner).values(values)
+    )
+    return done.rowcount == 1
+
+
+def extend_lease(conn: sa.Connection, order_pk: int, lease_owner: str, *, lease_s: float, now: dt.datetime) -> bool:
+    """Keep holding the order until now+lease_s; False if `lease_owner` no longer holds it."""
+    done = conn.execute(
+        sa.update(orders)
+        .where(orders.c.id == order_pk, orders.c.lease_owner == lease_owner)
+        .values(lease_until=now + dt.timedelta(seconds=lease_s))
+    )
+    return done.rowcount == 1
+
+
+def get(conn: sa.Connection, order_id: str, *, with_attempts: bool = True) -> OrderRecord | None:
+    """The order with this order_id (and its attempts, oldest first), or None."""
+    order = queries.find_order(conn, order_id)
+    if order is None or not with_attempts:
+        return order
+    log = queries.attempt_logs(conn, [order.pk])
+    return dataclasses.replace(order, attempt_log=log.get(order.pk, ()))
+
+
+#: Steps whose writes are one statement on PostgreSQL, so `OrderStore.run_async` runs them without a
+#: transaction block (autocommit: one round trip instead of BEGIN, statement, COMMIT). What else such a
+#: step may do is read in a statement of its own, which a transaction would not make more consistent:
+#: reserve's lookup of an order_id taken by a concurrent reserve (it must see that one's commit), and
+#: record_attempt's read of the whole log (its own attempt is committed by then).
+ONE_STATEMENT: Final[frozenset[Callable[..., Any]]] = frozenset(
+    {reserve, record_attempt, record_query, claim_due, release, extend_lease}
+)
