@@ -6,7 +6,7 @@ HTTP parser, one connection pool per insurer); `HttpxTransport` wraps an `httpx.
 service tests' MockTransport harness and bench/insurer_client.py's baseline). Both map their
 library's errors onto the same two exceptions, with the same kinds::
 
-    TransportError(Exception)      kind (below) + detail (the library's or the OS's text)
+    TransportError(AsyncgateError) kind (below) + detail (the library's or the OS's text)
     ├── NotSent                    no byte of the request can have reached the insurer
     │       ConnectError           refused, DNS failure, TLS handshake failure, proxy refused the tunnel
     │       ConnectTimeout         the connect phase (or the wait for a pooled connection) timed out
@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 import aiohttp
 from yarl import URL
 
+from service.errors import AsyncgateError
+
 if TYPE_CHECKING:
     import httpx
 
@@ -72,13 +74,16 @@ NotSentKind = Literal["ConnectError", "ConnectTimeout", "PoolTimeout"]
 MaybeReceivedKind = Literal["ReadTimeout", "WriteTimeout", "ReadError", "RemoteProtocolError"]
 
 
-class TransportError(Exception):
-    """No answer: `kind` (see the module table) and the library's `detail`; str() is `Kind: detail`."""
+class TransportError(AsyncgateError):
+    """{text}
+
+    No answer: `kind` (see the module table) and the library's `detail`; str() is `Kind: detail`.
+    """
 
     def __init__(self, kind: str, detail: str = "") -> None:
         self.kind = kind
         self.detail = detail.strip()[:MAX_DETAIL_CHARS]
-        super().__init__(self.text)
+        super().__init__(text=self.text)
 
     @property
     def text(self) -> str:
@@ -88,11 +93,17 @@ class TransportError(Exception):
 
 
 class NotSent(TransportError):
-    """The request never left: no byte of it can have reached the insurer."""
+    """{text}
+
+    The request never left: no byte of it can have reached the insurer.
+    """
 
 
 class MaybeReceived(TransportError):
-    """The request may have reached the insurer and been acted on: the outcome is unknown."""
+    """{text}
+
+    The request may have reached the insurer and been acted on: the outcome is unknown.
+    """
 
 
 @dataclass(frozen=True)
