@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 from fastapi import FastAPI
 
 from service.api import admin, classify, ops, orders, rules
@@ -19,10 +19,13 @@ from service.api.errors import install_error_handlers
 from service.api.middleware import BodyLimit, Observe
 from service.config import Settings
 from service.console import install_console
-from service.gateway import InsurerRegistry
+from service.gateway import HttpTransport, InsurerRegistry
 from service.metrics import Metrics
 from service.runtime import open_runtime
 from service.scoring import ServingModel
+
+if TYPE_CHECKING:
+    import httpx
 
 #: Body limits per route (bytes): a /process payload is at most 64 KiB; a /classify message at most
 #: 65,536 characters, which is up to 384 KiB as JSON (6 bytes per character written as a \uXXXX escape).
@@ -34,7 +37,7 @@ def create_app(
     *,
     model: ServingModel | None = None,
     insurers: InsurerRegistry | None = None,
-    http_client: httpx.AsyncClient | None = None,
+    http_client: HttpTransport | httpx.AsyncClient | None = None,
 ) -> FastAPI:
     metrics = Metrics()
     keys = ApiKeys.parse(settings.api_keys) if settings.api_keys else None  # ApiKeysError before anything opens

@@ -1,9 +1,9 @@
 """The parts a running asyncgate process needs, opened and closed together.
 
 `open_runtime(settings)` is used by the API's lifespan and by the worker command alike: the
-database engine (migrated), the order store, the serving model, the pooled HTTP client and
-gateway, metrics, the insurers' health (circuit breakers), the learning loop, the operators' rules and
-the OrderProcessor that ties them together.
+database engine (migrated), the order store, the serving model, the insurer transport (aiohttp,
+pooled per insurer) and gateway, metrics, the insurers' health (circuit breakers), the learning loop,
+the operators' rules and the OrderProcessor that ties them together.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
-import httpx
 
 from service.breaker import BreakerPolicy
 from service.config import Settings
-from service.gateway import InsurerGateway, InsurerRegistry, load_insurers, make_http_client
+from service.gateway import HttpTransport, InsurerGateway, InsurerRegistry, load_insurers, make_transport
 from service.health import InsurerHealth
 from service.learning.loop import Learning, open_learning
 from service.metrics import Metrics
@@ -29,6 +29,9 @@ from service.scoring import ModelHolder, ServingModel
 from service.store import OrderStore, create_async_db_engine, create_db_engine, migrate
 from service.store.fastpath import FastSteps
 from service.throttle import ThrottlePolicy
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,10 @@ async def open_runtime(
     metrics: Metrics | None = None,
     model: ServingModel | None = None,
     insurers: InsurerRegistry | None = None,
-    http_client: httpx.AsyncClient | None = None,
+    http_client: HttpTransport | httpx.AsyncClient | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Open everything; `http_client` (tests: an httpx.MockTransport client) replaces the pooled client."""
+    """Open everything; `http_client` (tests: a fake transport or an httpx.MockTransport client) replaces
+    the insurer transport, and its owner closes it."""
     metrics = metrics or Metrics()
     registry = insurers if insurers is not None else insurer_registry(settings)
     engine = create_db_engine(
@@ -100,7 +104,7 @@ async def open_runtime(
         metrics.watch_orders(store.counts_by_state)
         metrics.set_model(serving.version)
         own_client = http_client is None
-        client = http_client or make_http_client(max_connections=settings.http_max_connections)
+        client = http_client or make_transport(connections_per_insurer=settings.http_max_connections)
         rules = RuleBook()
         await anyio.to_thread.run_sync(lambda: rules.load(store, force=True))
         stack = AsyncExitStack()

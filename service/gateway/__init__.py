@@ -1,12 +1,13 @@
-"""The insurer gateway: synchronous calls and status queries to insurers (docs/contract.md §3).
+"""The insurer gateway: synchronous calls and status queries to insurers (docs/contract.md §3, docs/adapters.md).
 
-registry.py  insurers file -> InsurerRegistry of InsurerConfig (UnknownInsurer, InsurersFileError)
-adapters.py  one insurer format each (generic-json) -> CallResult / QueryResult, never raising
-client.py    make_http_client() and InsurerGateway(registry, client).call / .query
+registry.py     insurers file -> InsurerRegistry of InsurerConfig (UnknownInsurer, InsurersFileError)
+plugins.py      adapters by name from the entry-point group asyncgate.adapters (AdapterError)
+adapters.py     the adapter interface and generic-json -> CallResult / QueryResult, never raising
+transport.py    the HTTP seam: HttpTransport.request -> Answer | NotSent | MaybeReceived (aiohttp, httpx)
+client.py       make_transport() and InsurerGateway(registry, transport).call / .query
 """
 
 from service.gateway.adapters import (
-    ADAPTERS,
     CallResult,
     GenericJsonAdapter,
     InsurerAdapter,
@@ -14,7 +15,8 @@ from service.gateway.adapters import (
     QueryResult,
     idempotency_key,
 )
-from service.gateway.client import InsurerGateway, make_http_client
+from service.gateway.client import InsurerGateway, as_transport, make_transport
+from service.gateway.plugins import AdapterError, installed, load_adapter
 from service.gateway.registry import (
     GatewayError,
     InsurerConfig,
@@ -23,21 +25,40 @@ from service.gateway.registry import (
     UnknownInsurer,
     load_insurers,
 )
+from service.gateway.transport import (
+    AiohttpTransport,
+    Answer,
+    HttpTransport,
+    HttpxTransport,
+    MaybeReceived,
+    NotSent,
+    TransportError,
+)
 
 __all__ = [
-    "ADAPTERS",
+    "AdapterError",
+    "AiohttpTransport",
+    "Answer",
     "CallResult",
     "GatewayError",
     "GenericJsonAdapter",
+    "HttpTransport",
+    "HttpxTransport",
     "InsurerAdapter",
     "InsurerConfig",
     "InsurerGateway",
     "InsurerRegistry",
     "InsurersFileError",
+    "MaybeReceived",
+    "NotSent",
     "Outcome",
     "QueryResult",
+    "TransportError",
     "UnknownInsurer",
+    "as_transport",
     "idempotency_key",
+    "installed",
+    "load_adapter",
     "load_insurers",
-    "make_http_client",
+    "make_transport",
 ]

@@ -1,9 +1,11 @@
-"""Insurer adapters: one call or status query over HTTP -> CallResult / QueryResult, never raising for
-anything an insurer or the network does.
+"""Insurer adapters: one call or status query over the HTTP seam -> CallResult / QueryResult, never raising
+for anything an insurer or the network does.
 
-This is the seam for insurer-specific formats: an adapter is any object with the `call` and `query`
-coroutines of `InsurerAdapter`, registered in `ADAPTERS` under the name that the insurers file's
-`adapter` field uses. Only programming errors raise (an unserialisable payload, an invalid request).
+An adapter is any object with the `call` and `query` coroutines of `InsurerAdapter`, registered under a
+name in the entry-point group `asyncgate.adapters` (built-ins too: pyproject.toml) and named by the
+insurers file's `adapter` field; docs/adapters.md is its contract. It reaches insurers only through
+`HttpTransport` (transport.py), whose two exceptions say whether the request can have arrived. Only
+programming errors raise (an unserialisable payload, an invalid URL).
 
 `generic-json` (docs/contract.md §3) maps what happened to a CallResult like this::
 
@@ -12,27 +14,29 @@ coroutines of `InsurerAdapter`, registered in `ADAPTERS` under the name that the
                   "error_code", "error_message"}       or None) and error_message, status
     a 502/504 not in the protocol (a gateway page)  -> unknown, error_message = body text (truncated)
     anything else: HTML, text, malformed JSON,      -> failure, error_message = body text (truncated),
-      JSON without "success", 2xx + false w/o msg      error_code None, http_status = the status
-    not sent: ConnectError, ConnectTimeout,         -> failure, error_message "Type: exception text",
-      PoolTimeout, DNS failure                         error_code None, http_status None
-    maybe received: ReadTimeout, WriteTimeout,      -> unknown, same fields as above
-      ReadError, RemoteProtocolError, any other
-      transport error
+      JSON without "success", 2xx + false w/o msg,     error_code None, http_status = the status
+      a body cut at MAX_BODY_BYTES
+    NotSent: ConnectError, ConnectTimeout,          -> failure, error_message "Kind: detail",
+      PoolTimeout (refused, DNS, pool wait)            error_code None, http_status None
+    MaybeReceived: ReadTimeout, WriteTimeout,       -> unknown, same fields as above
+      ReadError, RemoteProtocolError
 
 `unknown` means the request may have reached the insurer: query before sending it again.
-Timeouts: `timeout_s` bounds each phase of the exchange (write, each read, pool wait), the connect
-phase has its own, shorter timeout (`InsurerConfig.effective_connect_timeout_s`).
+Timeouts: `timeout_s` bounds each phase of the exchange (each read, the pool wait), the connect
+phase has its own, shorter timeout (`InsurerConfig.effective_connect_timeout_s`); transport.py has
+the exact per-phase mapping.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 from urllib.parse import quote
 
-import httpx
+from service.gateway.transport import Answer, HttpTransport, NotSent, TransportError
 
 if TYPE_CHECKING:
     from service.gateway.registry import InsurerConfig
@@ -41,17 +45,8 @@ Outcome = Literal["success", "failure", "unknown"]
 
 #: Longest error_message kept from an insurer's body or message, in characters.
 MAX_MESSAGE_CHARS: Final = 2_000
-#: Bytes of an answer read at most; a longer body is cut (and is therefore not the protocol).
-MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 #: Statuses whose non-protocol body is a gateway page: the insurer may have processed the request.
 GATEWAY_STATUSES: Final = frozenset({502, 504})
-#: Transport errors raised before any byte of the request can have reached the insurer.
-NOT_SENT_ERRORS: Final = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.UnsupportedProtocol,
-)
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,7 @@ class CallResult:
 
 @dataclass(frozen=True)
 class QueryResult:
-    """Whether the insurer completed an order: True (with data), False (404), None (could not tell)."""
+    """Whether the insurer completed an order: True (with data), False (not found), None (could not tell)."""
 
     completed: bool | None
     data: dict[str, Any] | None
@@ -78,11 +73,19 @@ class QueryResult:
 
 
 class InsurerAdapter(Protocol):
-    """Speaks one insurer format; never raises for insurer or network behaviour."""
+    """Speaks one insurer format; never raises for insurer or network behaviour (docs/adapters.md).
+
+    `option_keys` are the insurers-file keys it reads beyond the common ones; `check_options`
+    validates them when the file is loaded (ValueError with the problem) and returns them as kept.
+    """
+
+    option_keys: frozenset[str]
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]: ...
 
     async def call(
         self,
-        client: httpx.AsyncClient,
+        transport: HttpTransport,
         insurer: InsurerConfig,
         *,
         order_id: str,
@@ -91,22 +94,22 @@ class InsurerAdapter(Protocol):
     ) -> CallResult: ...
 
     async def query(
-        self, client: httpx.AsyncClient, insurer: InsurerConfig, *, order_id: str, operation: str
+        self, transport: HttpTransport, insurer: InsurerConfig, *, order_id: str, operation: str
     ) -> QueryResult: ...
-
-
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    text: str
 
 
 class GenericJsonAdapter:
     """The contract's generic-json protocol (docs/contract.md §3)."""
 
+    option_keys: frozenset[str] = frozenset()
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """generic-json reads no option."""
+        return dict(options)
+
     async def call(
         self,
-        client: httpx.AsyncClient,
+        transport: HttpTransport,
         insurer: InsurerConfig,
         *,
         order_id: str,
@@ -120,45 +123,63 @@ class GenericJsonAdapter:
             allow_nan=False,
             separators=(",", ":"),
         ).encode("utf-8")
-        request = client.build_request(
-            "POST",
-            f"{insurer.base_url}/{path_segment(operation)}",
-            headers={
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "Idempotency-Key": idempotency_key(order_id, operation),
-            },
-            content=body,
-            timeout=request_timeout(insurer),
-        )
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Idempotency-Key": idempotency_key(order_id, operation),
+        }
+        url = f"{insurer.base_url}/{path_segment(operation)}"
         started = time.perf_counter()
         try:
-            answer = await _exchange(client, request)
-        except httpx.TransportError as exc:
-            if isinstance(exc, httpx.LocalProtocolError):
-                raise  # we built an invalid request: a bug, not insurer behaviour
-            outcome: Outcome = "failure" if isinstance(exc, NOT_SENT_ERRORS) else "unknown"
-            return CallResult(outcome, None, None, exception_text(exc), None, _ms_since(started))
-        return interpret_call(answer.status, answer.text, _ms_since(started))
+            answer = await send(transport, insurer, "POST", url, headers=headers, body=body)
+        except TransportError as exc:
+            return call_without_answer(exc, _ms_since(started))
+        return interpret_call(answer.status, answer_text(answer), _ms_since(started))
 
     async def query(
-        self, client: httpx.AsyncClient, insurer: InsurerConfig, *, order_id: str, operation: str
+        self, transport: HttpTransport, insurer: InsurerConfig, *, order_id: str, operation: str
     ) -> QueryResult:
         """GET {base_url}/{operation}/{order_id}: 2xx + success true -> True, 404 -> False, else None."""
-        request = client.build_request(
-            "GET",
-            f"{insurer.base_url}/{path_segment(operation)}/{path_segment(order_id)}",
-            headers={"Accept": "application/json"},
-            timeout=request_timeout(insurer),
-        )
+        url = f"{insurer.base_url}/{path_segment(operation)}/{path_segment(order_id)}"
         started = time.perf_counter()
         try:
-            answer = await _exchange(client, request)
-        except httpx.TransportError as exc:
-            if isinstance(exc, httpx.LocalProtocolError):
-                raise
-            return QueryResult(None, None, exception_text(exc), None, _ms_since(started))
-        return interpret_query(answer.status, answer.text, _ms_since(started))
+            answer = await send(transport, insurer, "GET", url, headers={"Accept": "application/json"})
+        except TransportError as exc:
+            return QueryResult(None, None, exc.text, None, _ms_since(started))
+        return interpret_query(answer.status, answer_text(answer), _ms_since(started))
+
+
+async def send(
+    transport: HttpTransport,
+    insurer: InsurerConfig,
+    method: Literal["GET", "POST"],
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: bytes | None = None,
+) -> Answer:
+    """One exchange with the insurer's timeouts and pool; NotSent / MaybeReceived propagate."""
+    return await transport.request(
+        method,
+        url,
+        headers=headers,
+        body=body,
+        timeout_s=insurer.timeout_s,
+        connect_timeout_s=insurer.effective_connect_timeout_s,
+        pool=insurer.name,
+    )
+
+
+def call_without_answer(exc: TransportError, latency_ms: float) -> CallResult:
+    """No answer: a failure when the request never left (NotSent), unknown when it may have arrived."""
+    outcome: Outcome = "failure" if isinstance(exc, NotSent) else "unknown"
+    return CallResult(outcome, None, None, exc.text, None, latency_ms)
+
+
+def answer_text(answer: Answer) -> str:
+    """The body as text; a body cut at MAX_BODY_BYTES keeps its text but can never parse as a protocol."""
+    text = answer.text
+    return f"{text}\n[cut at {len(answer.body)} bytes]" if answer.cut else text
 
 
 def idempotency_key(order_id: str, operation: str) -> str:
@@ -171,21 +192,6 @@ def path_segment(value: str) -> str:
     anything else is percent-encoded, and "." / ".." are encoded so no client normalises them away."""
     segment = quote(value, safe=":")
     return segment.replace(".", "%2E") if segment in (".", "..") else segment
-
-
-def request_timeout(insurer: InsurerConfig) -> httpx.Timeout:
-    """Per-request timeouts: timeout_s for write, read and pool; the connect timeout separately."""
-    return httpx.Timeout(insurer.timeout_s, connect=insurer.effective_connect_timeout_s)
-
-
-def exception_text(exc: BaseException) -> str:
-    """`Type: message` (e.g. `ReadTimeout: timed out`); httpx timeouts often carry no message, and then
-    say `timed out`, like the socket error underneath; other exceptions without one give just `Type`."""
-    text = str(exc).strip()
-    name = type(exc).__name__
-    if not text and isinstance(exc, httpx.TimeoutException):
-        text = "timed out"
-    return f"{name}: {text}"[:MAX_MESSAGE_CHARS] if text else name
 
 
 def interpret_call(status: int, text: str, latency_ms: float) -> CallResult:
@@ -212,40 +218,6 @@ def interpret_query(status: int, text: str, latency_ms: float) -> QueryResult:
     body = _truncate(text)
     message = f"HTTP {status}: {body}" if body else f"HTTP {status} with an empty body"
     return QueryResult(None, None, message[:MAX_MESSAGE_CHARS], status, latency_ms)
-
-
-async def _exchange(client: httpx.AsyncClient, request: httpx.Request) -> _Answer:
-    """Send the request and read at most MAX_BODY_BYTES of the answer; transport errors propagate."""
-    response = await client.send(request, stream=True)
-    try:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= MAX_BODY_BYTES:
-                break
-        body = b"".join(chunks)[:MAX_BODY_BYTES]
-    except httpx.DecodingError as exc:  # a body we cannot decompress is still an answer
-        return _Answer(response.status_code, exception_text(exc))
-    finally:
-        await response.aclose()
-    return _Answer(response.status_code, decode_body(body, response.charset_encoding))
-
-
-def decode_body(body: bytes, charset: str | None) -> str:
-    """Body bytes to text: the declared charset, else UTF-8 (BOM allowed), else GB18030, else lossy UTF-8."""
-    if charset:
-        try:
-            return body.decode(charset, errors="replace")
-        except LookupError:
-            pass
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            return body.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return body.decode("utf-8", errors="replace")
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
@@ -286,6 +258,3 @@ def _truncate(text: str) -> str:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 3)
-
-
-ADAPTERS: Final[dict[str, InsurerAdapter]] = {"generic-json": GenericJsonAdapter()}

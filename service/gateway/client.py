@@ -1,40 +1,49 @@
-"""The insurer gateway: call or query an insurer by name through its adapter and one pooled HTTP client.
+"""The insurer gateway: call or query an insurer by name through its adapter and the HTTP transport.
 
-One `httpx.AsyncClient` (from `make_http_client`, opened in the app's lifespan) is shared by every
-insurer; timeouts are set per request from each insurer's config. The gateway looks up the insurer
-(UnknownInsurer for a name the registry lacks) and hands the call to the adapter the insurer names.
+One `AiohttpTransport` (from `make_transport`, opened in the app's lifespan and closed there) serves
+every insurer, each from its own connection pool; timeouts are set per request from each insurer's
+config. The gateway looks up the insurer (UnknownInsurer for a name the registry lacks) and hands the
+call to the adapter the insurer names (loaded with the insurers file, plugins.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from service.gateway.adapters import ADAPTERS, CallResult, InsurerAdapter, QueryResult
+from service.gateway.adapters import CallResult, InsurerAdapter, QueryResult
 from service.gateway.registry import InsurerConfig, InsurerRegistry
+from service.gateway.transport import (
+    DEFAULT_CONNECTIONS_PER_INSURER,
+    AiohttpTransport,
+    HttpTransport,
+    HttpxTransport,
+)
 
-USER_AGENT = "asyncgate/0.1"
-#: The client's default timeout; every gateway request overrides it with the insurer's own.
-DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+if TYPE_CHECKING:
+    import httpx
 
 
-def make_http_client(
-    *, max_connections: int = 200, max_keepalive: int = 50, trust_env: bool = True
-) -> httpx.AsyncClient:
-    """One pooled client for all insurers: no redirects followed, per-request timeouts.
+def make_transport(
+    *, connections_per_insurer: int = DEFAULT_CONNECTIONS_PER_INSURER, trust_env: bool = True
+) -> AiohttpTransport:
+    """The service's transport: aiohttp, a pool of `connections_per_insurer` per insurer, no redirects.
 
-    `trust_env` keeps httpx's reading of HTTP(S)_PROXY / NO_PROXY / SSL_CERT_FILE, which an
-    operator behind an egress proxy needs; tests may turn it off.
+    `trust_env` keeps the reading of HTTP(S)_PROXY / NO_PROXY (and ~/.netrc), which an operator behind
+    an egress proxy needs; tests may turn it off.
     """
-    return httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive),
-        timeout=DEFAULT_TIMEOUT,
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT},
-        trust_env=trust_env,
-    )
+    return AiohttpTransport(connections_per_insurer=connections_per_insurer, trust_env=trust_env)
+
+
+def as_transport(client: HttpTransport | httpx.AsyncClient) -> HttpTransport:
+    """`client` as a transport: an `httpx.AsyncClient` (the tests' MockTransport ones) is wrapped."""
+    if isinstance(client, AiohttpTransport | HttpxTransport):
+        return client
+    import httpx
+
+    if isinstance(client, httpx.AsyncClient):
+        return HttpxTransport(client)
+    return client
 
 
 class InsurerGateway:
@@ -43,13 +52,13 @@ class InsurerGateway:
     def __init__(
         self,
         registry: InsurerRegistry,
-        client: httpx.AsyncClient,
+        transport: HttpTransport | httpx.AsyncClient,
         *,
-        adapters: Mapping[str, InsurerAdapter] = ADAPTERS,
+        adapters: Mapping[str, InsurerAdapter] | None = None,
     ) -> None:
         self.registry = registry
-        self.client = client
-        self._adapters = adapters
+        self.transport = as_transport(transport)
+        self._adapters = registry.adapters if adapters is None else adapters
 
     def insurer(self, name: str) -> InsurerConfig:
         """The insurer's config; raises UnknownInsurer."""
@@ -59,13 +68,13 @@ class InsurerGateway:
         """One synchronous call of `operation` for `order_id` (Idempotency-Key `{order_id}:{operation}`)."""
         config = self.registry.get(insurer)
         adapter = self._adapter(config)
-        return await adapter.call(self.client, config, order_id=order_id, operation=operation, payload=payload)
+        return await adapter.call(self.transport, config, order_id=order_id, operation=operation, payload=payload)
 
     async def query(self, insurer: str, order_id: str, operation: str) -> QueryResult:
         """Ask whether the insurer completed `operation` for `order_id`."""
         config = self.registry.get(insurer)
         adapter = self._adapter(config)
-        return await adapter.query(self.client, config, order_id=order_id, operation=operation)
+        return await adapter.query(self.transport, config, order_id=order_id, operation=operation)
 
     def _adapter(self, config: InsurerConfig) -> InsurerAdapter:
         try:

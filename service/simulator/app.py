@@ -7,6 +7,8 @@
     GET  /_sim/ledger              {"completions": {order: count}, "calls": N, "calls_by_key": {...}}
     POST /_sim/reset               forget every order and call, re-seed
     POST /_sim/scenario            {"scenario": NAME} switches the behaviour at runtime
+    POST /signed/{operation}       the same insurer speaking signed-form (signed.py), same ledger
+    POST /signed/{operation}/query and scenarios; base_url = http://HOST:PORT/signed
 
 Requests the simulator cannot read get protocol failures (400 INVALID_REQUEST, 404 UNKNOWN_OPERATION).
 Every answer carries `X-Sim-Plan` (the step or category:template played) for demos and debugging.
@@ -15,9 +17,11 @@ Every answer carries `X-Sim-Plan` (the step or category:template played) for dem
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ from service.simulator.behaviour import (
     parse_script,
 )
 from service.simulator.ledger import Ledger
+from service.simulator.signed import SIGN_ERROR, SIM_SIGN_KEY, SignedDialect
 
 log = logging.getLogger("asyncgate.simulator")
 _TRANSPORT = "asyncgate.sim.transport"
@@ -53,12 +58,22 @@ class SimulatorApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+Success = Callable[[dict[str, Any], str], Response]
+Failure = Callable[[int, str | None, str, str], Response]
+
+
 def create_simulator_app(
-    *, scenario: str = "normal", seed: int = 0, style: str | None = None, state_file: Path | None = None
+    *,
+    scenario: str = "normal",
+    seed: int = 0,
+    style: str | None = None,
+    state_file: Path | None = None,
+    sign_key: str = SIM_SIGN_KEY,
 ) -> FastAPI:
     """A simulated insurer; SimulatorConfigError for an unknown scenario or style."""
     behaviour = Behaviour(scenario=scenario, seed=seed, style=style)
     ledger = Ledger.open(state_file)
+    dialect = SignedDialect(sign_key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,15 +115,85 @@ def create_simulator_app(
         log.info("scenario switched to %s", name)
         return JSONResponse({"scenario": behaviour.scenario})
 
+    async def down_answer(failure: Failure) -> Response | None:
+        """The query endpoint is down with the rest of the insurer in an outage."""
+        if not behaviour.down():
+            return None
+        plan = behaviour.render("maintenance", behaviour.style, status=503)
+        if plan.action == "failure":
+            return failure(plan.status, plan.error_code, plan.error_message, plan.label)
+        return HTMLResponse(gateway_page(503), status_code=503, headers={"X-Sim-Plan": plan.label})
+
+    async def handle_call(
+        operation: str,
+        doc: Any,
+        request: Request,
+        success: Success,
+        failure: Failure,
+    ) -> Response:
+        problem = _invalid(doc, operation)
+        if problem:
+            return failure(400, "INVALID_REQUEST", problem, "invalid")
+        order_id, payload = doc["order_id"], doc["payload"]
+        try:
+            script = parse_script(payload)
+        except ScriptError as exc:
+            return failure(400, "INVALID_SIM_SCRIPT", str(exc), "invalid")
+        order_key = f"{order_id}:{operation}"
+        key = request.headers.get("idempotency-key") or None
+        n = ledger.record_call(key or order_key)
+        replayed = ledger.replay(key)
+        if replayed is not None:
+            await asyncio.sleep(script.latency_s if script else 0.0)
+            return success(replayed, "replay")
+        plan = behaviour.scripted(script, n) if script else behaviour.plan()
+        complete = functools.partial(ledger.complete, order_key, key, order_id, operation)
+        return await _play(plan, request, complete, success, failure)
+
+    @app.post("/signed/{operation}/query")
+    async def signed_query(operation: str, request: Request) -> Response:
+        params = dialect.read(await request.body()) or {}
+
+        def failure(status: int, code: str | None, message: str, label: str) -> Response:
+            return dialect.failure(params, status, code, message, label)
+
+        if not dialect.verifies(params):
+            return failure(400, *SIGN_ERROR, "invalid")
+        if operation not in OPERATIONS or params.get("operation") != operation:
+            return failure(404, "UNKNOWN_OPERATION", f"unknown operation {operation!r}", "query")
+        down = await down_answer(failure)
+        if down is not None:
+            return down
+        return dialect.query(params, ledger.completed(f"{params.get('order_id', '')}:{operation}"))
+
+    @app.post("/signed/{operation}")
+    async def signed_call(operation: str, request: Request) -> Response:
+        params = dialect.read(await request.body()) or {}
+
+        def success(data: dict[str, Any], label: str) -> Response:
+            return dialect.success(params, data, label)
+
+        def failure(status: int, code: str | None, message: str, label: str) -> Response:
+            return dialect.failure(params, status, code, message, label)
+
+        if not dialect.verifies(params):
+            return failure(400, *SIGN_ERROR, "invalid")
+        if operation not in OPERATIONS:
+            return failure(404, "UNKNOWN_OPERATION", f"unknown operation {operation!r}", "invalid")
+        try:
+            payload = json.loads(params.get("biz_content", ""))
+        except ValueError:
+            payload = None
+        doc = {"order_id": params.get("order_id"), "operation": params.get("operation"), "payload": payload}
+        return await handle_call(operation, doc, request, success, failure)
+
     @app.get("/{operation}/{order_id}")
     async def query(operation: str, order_id: str) -> Response:
         if operation not in OPERATIONS:
             return _failure(404, "UNKNOWN_OPERATION", f"unknown operation {operation!r}", "query")
-        if behaviour.down():  # the query endpoint is down with the rest of the insurer
-            plan = behaviour.render("maintenance", behaviour.style, status=503)
-            if plan.action == "failure":
-                return _failure(plan.status, plan.error_code, plan.error_message, plan.label)
-            return HTMLResponse(gateway_page(503), status_code=503, headers={"X-Sim-Plan": plan.label})
+        down = await down_answer(_failure)
+        if down is not None:
+            return down
         data = ledger.completed(f"{order_id}:{operation}")
         if data is None:
             return _failure(404, "ORDER_NOT_FOUND", f"order {order_id} not found for {operation}", "query")
@@ -118,24 +203,7 @@ def create_simulator_app(
     async def call(operation: str, request: Request) -> Response:
         if operation not in OPERATIONS:
             return _failure(404, "UNKNOWN_OPERATION", f"unknown operation {operation!r}", "invalid")
-        doc = await _json_body(request)
-        problem = _invalid(doc, operation)
-        if problem:
-            return _failure(400, "INVALID_REQUEST", problem, "invalid")
-        order_id, payload = doc["order_id"], doc["payload"]
-        try:
-            script = parse_script(payload)
-        except ScriptError as exc:
-            return _failure(400, "INVALID_SIM_SCRIPT", str(exc), "invalid")
-        order_key = f"{order_id}:{operation}"
-        key = request.headers.get("idempotency-key") or None
-        n = ledger.record_call(key or order_key)
-        replayed = ledger.replay(key)
-        if replayed is not None:
-            await asyncio.sleep(script.latency_s if script else 0.0)
-            return _success(replayed, "replay")
-        plan = behaviour.scripted(script, n) if script else behaviour.plan()
-        return await _play(plan, request, ledger, order_key, key, order_id, operation)
+        return await handle_call(operation, await _json_body(request), request, _success, _failure)
 
     return app
 
@@ -143,21 +211,19 @@ def create_simulator_app(
 async def _play(
     plan: Plan,
     request: Request,
-    ledger: Ledger,
-    order_key: str,
-    key: str | None,
-    order_id: str,
-    operation: str,
+    complete: Callable[[], Awaitable[dict[str, Any]]],
+    success: Success,
+    failure: Failure,
 ) -> Response:
     if plan.action == "complete_then_hang":
-        data = await ledger.complete(order_key, key, order_id, operation)
+        data = await complete()
         await asyncio.sleep(plan.delay_s)
-        return _success(data, plan.label)
+        return success(data, plan.label)
     await asyncio.sleep(plan.delay_s)
     if plan.action == "success":
-        return _success(await ledger.complete(order_key, key, order_id, operation), plan.label)
+        return success(await complete(), plan.label)
     if plan.action == "failure":
-        return _failure(plan.status, plan.error_code, plan.error_message, plan.label)
+        return failure(plan.status, plan.error_code, plan.error_message, plan.label)
     if plan.action == "page":
         return HTMLResponse(plan.body, status_code=plan.status, headers={"X-Sim-Plan": plan.label})
     if plan.action == "malformed":
@@ -203,8 +269,11 @@ def _failure(status: int, code: str | None, message: str, label: str) -> Respons
 def serve_simulator(
     *, host: str, port: int, scenario: str, seed: int, style: str | None, state_file: Path | None
 ) -> None:
-    """Run the simulator under uvicorn until SIGTERM/SIGINT (in-flight calls get 2 s to finish)."""
-    app = create_simulator_app(scenario=scenario, seed=seed, style=style, state_file=state_file)
+    """Run the simulator under uvicorn until SIGTERM/SIGINT (in-flight calls get 2 s to finish).
+
+    The signed-form side signs with ASYNCGATE_SIM_SIGN_KEY when it is set, else SIM_SIGN_KEY."""
+    sign_key = os.environ.get("ASYNCGATE_SIM_SIGN_KEY") or SIM_SIGN_KEY
+    app = create_simulator_app(scenario=scenario, seed=seed, style=style, state_file=state_file, sign_key=sign_key)
     log.info(
         "insurer simulator on http://%s:%s: scenario=%s seed=%s style=%s (new-codes: %s) state=%s",
         host,

@@ -1,4 +1,4 @@
-"""The real gateway (httpx) against the real simulator (uvicorn subprocess): docs/contract.md §3 end to end."""
+"""The real gateway (aiohttp) against the real simulator (uvicorn subprocess): docs/contract.md §3 end to end."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.gateway import CallResult, InsurerGateway, InsurerRegistry, QueryResult, make_http_client
+from service.gateway import CallResult, InsurerGateway, InsurerRegistry, QueryResult, make_transport
 from tests.integration.conftest import CLEAN_EXIT, Simulator, free_port
 
 pytestmark = pytest.mark.integration
@@ -22,8 +22,11 @@ def run(sim_url: str, steps: Callable[[InsurerGateway], Any], *, timeout_s: floa
     registry = InsurerRegistry.from_mapping({"sim": {"base_url": sim_url, "timeout_s": timeout_s}})
 
     async def main() -> Any:
-        async with make_http_client(trust_env=False) as client:
-            return await steps(InsurerGateway(registry, client))
+        transport = make_transport(trust_env=False)
+        try:
+            return await steps(InsurerGateway(registry, transport))
+        finally:
+            await transport.aclose()
 
     return asyncio.run(main())
 
@@ -158,7 +161,7 @@ def test_connection_reset_is_unknown(simulator: Callable[..., Simulator]) -> Non
 def test_nobody_listening_is_a_failure() -> None:
     result = run(f"http://127.0.0.1:{free_port()}", lambda gw: gw.call("sim", "P8", "pay", {}))
     assert result.outcome == "failure"
-    assert result.error_message is not None and result.error_message.startswith("ConnectError")
+    assert result.error_message is not None and result.error_message.startswith("ConnectError: Cannot connect to host")
     assert result.http_status is None
 
 
