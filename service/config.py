@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
 
-    # outbound HTTP to insurers (one pooled client per process)
+    # outbound HTTP to insurers: the most connections open to one insurer (a pool per insurer, per process)
     http_max_connections: int = Field(default=200, ge=1)
 
     # request limits

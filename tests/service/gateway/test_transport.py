@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+from yarl import URL
 
 from service.gateway import AiohttpTransport, Answer, HttpxTransport, MaybeReceived, NotSent, TransportError
 from service.gateway.transport import MAX_BODY_BYTES, USER_AGENT, aiohttp_error
@@ -413,6 +414,20 @@ def test_the_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatch)
 
     assert asyncio.run(main()).status == 200
     assert heads[0].startswith(b"POST http://insurer.test/api/pay HTTP/1.1"), "sent to the proxy, absolute URI"
+
+
+def test_the_proxy_is_looked_up_once_per_host_and_no_proxy_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "direct.test")
+    transport = AiohttpTransport(trust_env=True)
+    proxied, _ = transport.proxy(URL("http://insurer.test/api/pay"))
+    assert str(proxied) == "http://proxy.test:3128"
+    assert transport.proxy(URL("http://direct.test/api/pay")) == (None, None)
+    monkeypatch.setenv("HTTP_PROXY", "http://other.test:3128")  # read at the host's first request only
+    assert str(transport.proxy(URL("http://insurer.test/other"))[0]) == "http://proxy.test:3128"
+    assert AiohttpTransport(trust_env=False).proxy(URL("http://insurer.test/api/pay")) == (None, None)
 
 
 def test_an_unknown_exception_is_not_swallowed() -> None:
