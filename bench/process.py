@@ -114,27 +114,29 @@ def benchmark(workdir: Path, seconds: int, pg_url: str) -> Section:
     classify_bodies = failure_bodies(1_000, seed=41)
     rows: list[list[Any]] = []
     goals: list[Goal] = []
-    with simulator(workdir) as sim, pg_schema(pg_url) as pg:
+    with simulator(workdir) as sim, pg_schema(pg_url) as pg, anchor(workdir, sim.url, pg_url) as yardstick:
         insurers = insurers_file(workdir, sim.port)
-        with anchor(workdir, sim.url, pg_url) as yardstick:
-            anchored = load_process(yardstick.url, seconds)
-        rows.append(
-            [
-                "PostgreSQL",
-                "anchor /process",
-                round(anchored.rps),
-                round(anchored.p50_ms, 2),
-                round(anchored.p99_ms, 2),
-                "100%",
-                anchored.errors,
-            ]
-        )
         for name, db_url in (("SQLite", sqlite_url(workdir, "process")), ("PostgreSQL", pg)):
             with service(workdir, registry, db_url, insurers=insurers) as svc:
                 run_wrk(svc.url, "/classify", classify_bodies, connections=CONNECTIONS, seconds=WARMUP_S)
                 classify = run_wrk(svc.url, "/classify", classify_bodies, connections=CONNECTIONS, seconds=seconds)
+                # the anchor right before and right after, so that both see the same machine
+                before = load_process(yardstick.url, seconds)
                 process = load_process(svc.url, seconds)
-            ratio = process.rps / anchored.rps
+                after = load_process(yardstick.url, seconds)
+            anchored = (before.rps + after.rps) / 2
+            ratio = process.rps / anchored
+            rows.append(
+                [
+                    name,
+                    "anchor /process (before, after)",
+                    f"{round(before.rps)}, {round(after.rps)}",
+                    round(max(before.p50_ms, after.p50_ms), 2),
+                    round(max(before.p99_ms, after.p99_ms), 2),
+                    "100%",
+                    before.errors + after.errors,
+                ]
+            )
             rows.append(
                 [
                     name,
@@ -142,7 +144,7 @@ def benchmark(workdir: Path, seconds: int, pg_url: str) -> Section:
                     round(classify.rps),
                     round(classify.p50_ms, 2),
                     round(classify.p99_ms, 2),
-                    f"{classify.rps / anchored.rps:.0%}",
+                    f"{classify.rps / anchored:.0%}",
                     classify.errors,
                 ]
             )
@@ -171,7 +173,8 @@ def benchmark(workdir: Path, seconds: int, pg_url: str) -> Section:
             f"{seconds} s per row after a {WARMUP_S} s warm-up; every /process is a new order that succeeds at the "
             "simulator (reserve, 1 HTTP call, record).",
             "The anchor (../shared/bench/process_anchor.py: asyncpg, aiohttp, 2 statements) runs against the same "
-            "simulator and PostgreSQL server in the same run; ratios are to its req/s.",
+            "simulator and PostgreSQL server in the same run, loaded right before and right after each /process "
+            "row; ratios are to the mean of the two.",
             "The simulator runs on the same 2 cores as the service, the database and wrk.",
         ],
         started=started,
