@@ -8,9 +8,12 @@ its leases expire and other workers take the orders over.
 
 Protecting insurers: orders of an insurer whose circuit breaker is open are not claimed (and a
 claimed one whose circuit opens meanwhile is put back untouched), and each re-execution takes a
-token of the insurer's retry budget (service/budget.py) first, in claim order, which is due order.
-An insurer whose budget is spent for longer than `max_budget_wait_s` is left out of the next
-claims, so its backlog stays in the table, in due order, instead of in this worker's memory.
+token of the insurer's retry budget (service/budget.py) first, in claim order, which is due order:
+the runtime's budget is the fleet's (one bucket per insurer in the order database, shared by every
+worker), and an order waits up to `max_budget_wait_s` for its token, then goes back untouched. An
+insurer whose budget is spent for longer than that is left out of the next claims, so its backlog
+stays in the table, in due order, instead of in this worker's memory. A token taken for an order
+whose call the insurer's guard then refuses is handed back.
 """
 
 from __future__ import annotations
@@ -155,14 +158,10 @@ class Worker:
 
     async def _handle(self, order: OrderRecord, limiter: anyio.Semaphore, stop: anyio.Event) -> None:
         # the token is taken before the limiter, so tokens go out in claim (due) order
-        wait = self.budget.reserve(order.insurer, max_wait_s=self.max_budget_wait_s)
-        if wait is None:
+        if not await self.budget.acquire(order.insurer, max_wait_s=self.max_budget_wait_s, stop=stop):
             self.metrics.budget_deferred.labels(insurer=order.insurer).inc()
             await self._defer(order)
             return
-        if wait > 0:
-            with anyio.move_on_after(wait):
-                await stop.wait()
         async with limiter:
             if stop.is_set():
                 await self._release(order)
@@ -171,6 +170,7 @@ class Worker:
             try:
                 done = await self.processor.reexecute(order, actor=self.worker_id)
             except CircuitOpen:
+                self.budget.refund(order.insurer)  # no call was made: the token goes to the next order
                 await self._defer(order)
                 return
             except LeaseLost:
