@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,6 +37,7 @@ import anyio
 import anyio.to_thread
 
 from service.breaker import STATE_VALUE, BreakerPolicy, Breakers, BreakerState
+from service.budget import BudgetFigure
 from service.metrics import Metrics
 from service.store import StoreUnavailable
 from service.store.insurer_state import InsurerStateStore, Traffic
@@ -99,6 +100,8 @@ class InsurerHealth:
         self.stale_s = stale_s
         self._wall = wall
         self._last_sync: float | None = None  # monotonic time of the last sync that reached the database
+        #: the runtime's retry budget figures (service/budget.py), for the console beside the health
+        self.budget_figures: Callable[[], Mapping[str, BudgetFigure]] = dict
         self._sync_down = False
 
     @property

@@ -138,6 +138,7 @@ async def open_runtime(
                 tasks.start_soon(budget.run, shared)
             else:
                 budget = RetryBudget(settings.retry_rate_per_s, settings.retry_burst)
+            health.budget_figures = budget.figures
             metrics.watch_insurers(health.figures, budget.figures)
             processor = OrderProcessor(
                 store,
