@@ -46,6 +46,11 @@ from service.throttle import AdaptiveThrottle, ThrottlePolicy
 Guard = Literal["adaptive", "breaker", "none"]
 #: An adaptive throttle refusing at least this share of the calls reads as OPEN (probes only).
 OPEN_AT: float = 0.9
+#: ... and at least this share, the worker claims none of the insurer's orders for now (blocked()).
+#: Higher than OPEN_AT: between the two the worker keeps drawing, so the probes find an insurer
+#: that is only degraded (measured: at 0.9 the fleet stops at the first wave of transient failures
+#: of a backlog and waits a whole window; docs/architecture.md, "Shared insurer state").
+BLOCK_AT: float = 0.99
 
 log = logging.getLogger("asyncgate.processing")  # the logger these lines have always had
 sync_log = logging.getLogger("asyncgate.health")
@@ -151,7 +156,7 @@ class InsurerHealth:
     def blocked(self) -> set[str]:
         """Insurers that get (nearly) no call now: the worker claims none of their orders."""
         if self.guard == "adaptive":
-            return {name for name, t in self._throttles.items() if t.reject_probability() >= OPEN_AT}
+            return {name for name, t in self._throttles.items() if t.reject_probability() >= BLOCK_AT}
         return self._breakers.blocked()
 
     def first_call_rate(self, insurer: str) -> float:

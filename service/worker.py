@@ -18,6 +18,7 @@ whose call the insurer's guard then refuses is handed back.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -141,14 +142,17 @@ class Worker:
         with anyio.move_on_after(self.poll_s if seconds is None else max(0.01, min(seconds, self.poll_s))):
             await stop.wait()
 
-    async def _defer(self, order: OrderRecord) -> None:
-        """Put the order back untouched (still due, same due time): a later claim takes it."""
+    async def _defer(self, order: OrderRecord, *, requeue: bool = False) -> None:
+        """Put the order back untouched, still due: with its due time (the budget's deferral, so the
+        backlog drains in due order), or with `requeue` due now, behind the orders that came due
+        meanwhile (the throttle's refusal: the next draws go to other orders, among them the ones
+        just retried, so the probes of a degraded insurer reach orders it will accept)."""
         self._seen.discard(order.pk)
-        await self._release(order, deferred=True)
+        await self._release(order, deferred=True, due=utcnow() if requeue else None)
 
-    async def _release(self, order: OrderRecord, *, deferred: bool = False) -> None:
+    async def _release(self, order: OrderRecord, *, deferred: bool = False, due: dt.datetime | None = None) -> None:
         try:
-            await anyio.to_thread.run_sync(lambda: self.store.release(order.pk, self.worker_id))
+            await anyio.to_thread.run_sync(lambda: self.store.release(order.pk, self.worker_id, next_attempt_at=due))
             if deferred:
                 self.stats.deferred += 1
             else:
@@ -171,7 +175,7 @@ class Worker:
                 done = await self.processor.reexecute(order, actor=self.worker_id)
             except CircuitOpen:
                 self.budget.refund(order.insurer)  # no call was made: the token goes to the next order
-                await self._defer(order)
+                await self._defer(order, requeue=True)
                 return
             except LeaseLost:
                 log.warning("lease lost; another worker owns the order now", extra=context)

@@ -166,7 +166,7 @@ def test_two_processes_decide_on_one_figure(stores: Callable[[], InsurerStateSto
 def test_an_insurer_only_others_called_is_known_after_a_sync(stores: Callable[[], InsurerStateStore]) -> None:
     wall, mono = Clock(T0), Clock(10.0)
     a, b = health(wall, mono), health(wall, mono)
-    for _ in range(25):
+    for _ in range(150):  # p = 150/151 >= BLOCK_AT
         a.record("acme", failed=True)
     store_a, store_b = stores(), stores()
 
@@ -296,8 +296,9 @@ def _fleet_requests(metrics: str) -> float | None:
 
 
 def test_two_services_show_one_fleet_figure_in_metrics_and_console(
-    start_service: Callable[..., Any], db_url: str
+    db_url: str, start_service: Callable[..., Any]
 ) -> None:
+    """(db_url first: the services stop before its schema is dropped.)"""
     from tests.service.conftest import busy
 
     one = start_service(db_url=db_url, shared_sync_s=0.1)
