@@ -320,3 +320,47 @@ def test_two_services_show_one_fleet_figure_in_metrics_and_console(
     assert 'asyncgate_insurer_fleet_first_call_rate{insurer="acme",scope="fleet"}' in text
     html = two.client.get("/console/").text
     assert 'data-scope="fleet">3 of 8' in html and "all processes" in html
+
+
+# -- the worker's side -----------------------------------------------------------------------------
+
+
+def test_a_refused_reexecution_gives_its_token_back_and_is_requeued_due_now() -> None:
+    """The throttle refuses the call: the budget token goes to the next order and the order goes back
+    due now (behind the orders that came due meanwhile), not with its old due time."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from service.budget import RetryBudget
+    from service.processing import CircuitOpen
+    from service.worker import Worker
+
+    class Refusing:
+        async def reexecute(self, order: Any, *, actor: str) -> Any:
+            raise CircuitOpen(order.insurer, 1.0)
+
+    class Store:
+        def __init__(self) -> None:
+            self.released: list[tuple[int, dt.datetime | None]] = []
+
+        def release(self, pk: int, owner: str, *, next_attempt_at: dt.datetime | None = None) -> bool:
+            self.released.append((pk, next_attempt_at))
+            return True
+
+    store = Store()
+    budget = RetryBudget(0.001, 1)  # one token, next in 1,000 s
+    metrics = Metrics()
+    worker = Worker(Refusing(), store, health=health(Clock(T0), Clock(1.0)), metrics=metrics, budget=budget)  # type: ignore[arg-type]
+    old_due = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    orders = [SimpleNamespace(pk=n, insurer="acme", order_id=f"o{n}", next_attempt_at=old_due) for n in (1, 2)]
+
+    async def main() -> None:
+        limiter = anyio.Semaphore(4)
+        for order in orders:
+            await worker._handle(order, limiter, anyio.Event())  # type: ignore[arg-type]
+
+    before = dt.datetime.now(dt.UTC)
+    anyio.run(main)
+    assert [pk for pk, _ in store.released] == [1, 2], "the second order got the first one's token back"
+    assert all(due is not None and due >= before for _, due in store.released), "requeued due now"
+    assert worker.stats.deferred == 2
