@@ -159,7 +159,8 @@ def run_round(
         try:
             while time.perf_counter() - start < seconds:
                 now = time.perf_counter()
-                samples.append((now, httpx.get(f"{sim_url}/_sim/ledger", timeout=10).json()["calls"] - calls_before))
+                seen = httpx.get(f"{sim_url}/_sim/ledger", timeout=10).json()["calls"] - calls_before
+                samples.append(((now + time.perf_counter()) / 2, seen))  # the ledger's time: mid-request
                 pending = store.counts_by_state()["ASYNC_PROCESSING"]
                 if pending == 0:
                     break

@@ -33,7 +33,7 @@ import anyio
 import anyio.to_thread
 
 from service.store import StoreUnavailable
-from service.store.insurer_state import InsurerStateStore
+from service.store.insurer_state import Grant, InsurerStateStore
 
 log = logging.getLogger("asyncgate.budget")
 
@@ -352,20 +352,27 @@ class SharedRetryBudget(RetryBudget):
             if (want == 0 or now < share.next_take) and give_back == 0:
                 continue
             rate = self.rate_for(name)
-            grant = await anyio.to_thread.run_sync(
-                functools.partial(
-                    store.take_tokens,
-                    name,
-                    want=want,
-                    give_back=give_back,
-                    rate_per_s=rate,
-                    burst=self.burst,
-                    now=self._wall(),
-                )
-            )
-            share.tokens -= give_back
+            share.tokens -= give_back  # before the await: orders arriving meanwhile must not use them
+            try:
+                grant = await self._take(store, name, want, give_back, rate)
+            except BaseException:
+                share.tokens += give_back  # not returned after all
+                raise
             share.next_take = self._clock() + max(self.min_interval_s, min(grant.wait_s, self.period_s))
             if grant.granted:
                 share.recent.append((self._clock(), grant.granted))
             self._fleet[name] = (grant.rate_per_s, grant.granted_total)
             self._hand_out(name, share, grant.granted)
+
+    async def _take(self, store: InsurerStateStore, name: str, want: int, give_back: int, rate: float) -> Grant:
+        return await anyio.to_thread.run_sync(
+            functools.partial(
+                store.take_tokens,
+                name,
+                want=want,
+                give_back=give_back,
+                rate_per_s=rate,
+                burst=self.burst,
+                now=self._wall(),
+            )
+        )

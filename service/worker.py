@@ -161,12 +161,14 @@ class Worker:
             log.warning("release failed (the lease will expire): %s", exc, extra={"order_id": order.order_id})
 
     async def _handle(self, order: OrderRecord, limiter: anyio.Semaphore, stop: anyio.Event) -> None:
-        # the token is taken before the limiter, so tokens go out in claim (due) order
-        if not await self.budget.acquire(order.insurer, max_wait_s=self.max_budget_wait_s, stop=stop):
-            self.metrics.budget_deferred.labels(insurer=order.insurer).inc()
-            await self._defer(order)
-            return
+        # the token is taken once a slot is held (both queues are FIFO, so tokens still go out in claim
+        # order, which is due order) and used at once: a token never waits behind the limiter, so
+        # the insurer sees the calls at the budget's pace, not in bursts of tokens queued up meanwhile
         async with limiter:
+            if not await self.budget.acquire(order.insurer, max_wait_s=self.max_budget_wait_s, stop=stop):
+                self.metrics.budget_deferred.labels(insurer=order.insurer).inc()
+                await self._defer(order)
+                return
             if stop.is_set():
                 await self._release(order)
                 return

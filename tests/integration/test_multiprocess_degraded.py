@@ -85,7 +85,8 @@ def test_two_serves_three_workers_degraded_insurer_fleet_budget(
         deadline = api_done + 240
         while True:
             now = time.monotonic()
-            samples.append((now, int(sim.ledger()["calls"])))
+            seen = int(sim.ledger()["calls"])
+            samples.append(((now + time.monotonic()) / 2, seen))  # the ledger's time: mid-request
             pending = store.counts_by_state().get("ASYNC_PROCESSING", 0)
             if pending == 0:
                 break
