@@ -1,21 +1,26 @@
 """A partly degraded insurer: every order fails twice with a transient error, then succeeds (issue 12).
 
-    .venv/bin/python -m bench.degraded [--orders 1000] [--workers 4] [--guard adaptive breaker]
-                                       [--seconds 240] [--pg-url URL] [--workdir DIR]
+    .venv/bin/python -m bench.degraded [--orders 1000] [--round GUARD:STATE:SERVES:WORKERS ...]
+                                       [--no-kill] [--seconds 240] [--pg-url URL] [--workdir DIR]
 
-Per guard (ASYNCGATE_INSURER_GUARD): a fresh PostgreSQL schema; `--orders` orders seeded through
-OrderStore after one failed call (ASYNC_PROCESSING, due at once), each scripted at the simulator to
-answer its next call "系统繁忙" and the one after that with success; `--workers` `asyncgate worker`
-processes with default settings except the retry schedule (0.1–0.5 s, as the issue measured). Every
-second the ASYNC_PROCESSING count is read, until it is 0 or `--seconds` pass. Reported: seconds until
-every order was final (or how many were still pending), the insurer's calls (its own ledger), calls per
-order, and that no order was completed twice.
+Per round: a fresh PostgreSQL schema; `--orders` orders seeded through OrderStore after one failed
+call (ASYNC_PROCESSING, due at once), each scripted at the simulator to answer its next call "系统繁忙"
+and the one after that with success; SERVES `asyncgate serve` and WORKERS `asyncgate worker` processes
+with default settings except the retry schedule (0.1–0.5 s, as the issue measured), the guard
+(ASYNCGATE_INSURER_GUARD) and STATE: `shared` (the default: one throttle figure and one retry budget
+per insurer for all processes, through the database) or `local` (each process its own, as before).
+With several workers one is SIGKILLed when 40% of the orders are final (unless --no-kill). Every
+half second the ASYNC_PROCESSING count and the insurer's calls are read, until no order is pending or
+`--seconds` pass. Reported: seconds until every order was final (or how many were still pending), the
+insurer's calls (its own ledger), calls per order, the mean and the worst 5-second call rate against
+the fleet's budget, and that no order was completed twice.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import signal
 import subprocess
 import sys
 import time
@@ -31,10 +36,12 @@ from bench.common import (
     Section,
     command_line,
     ensure_model,
+    free_port,
     now_iso,
     print_section,
     save_section,
     service_env,
+    start_server,
 )
 from bench.process import DEFAULT_PG_URL, pg_schema
 from bench.services import INSURER, insurers_file, simulator
@@ -89,6 +96,17 @@ def seed(db_url: str, count: int) -> None:
     engine.dispose()
 
 
+def worst_rate(samples: list[tuple[float, int]], window_s: float) -> float:
+    """The highest calls per second over any stretch of at least `window_s` between two samples."""
+    worst = 0.0
+    for i, (t0, c0) in enumerate(samples):
+        for t1, c1 in samples[i + 1 :]:
+            if t1 - t0 >= window_s:
+                worst = max(worst, (c1 - c0) / (t1 - t0))
+                break  # the shortest stretch from t0 is the most telling
+    return worst
+
+
 def run_round(
     workdir: Path,
     registry: Path,
@@ -96,25 +114,38 @@ def run_round(
     sim_url: str,
     pg_url: str,
     guard: str,
+    shared: bool,
     orders: int,
+    serves: int,
     workers: int,
     seconds: float,
+    kill: bool,
 ) -> list[Any]:
+    from service.config import Settings
     from service.store import OrderStore, create_db_engine
 
+    defaults = Settings()
     calls_before = httpx.get(f"{sim_url}/_sim/ledger", timeout=10).json()["calls"]
+    label = f"{guard}-{'shared' if shared else 'local'}-{serves}s{workers}w"
     with pg_schema(pg_url) as db_url:
         seed(db_url, orders)
         env = service_env(workdir, registry, db_url, insurers)
         env.update(
             {
                 "ASYNCGATE_INSURER_GUARD": guard,
+                "ASYNCGATE_SHARED_STATE": "true" if shared else "false",
                 "ASYNCGATE_RETRY_BASE_S": "0.1",
                 "ASYNCGATE_RETRY_MAX_S": "0.5",
                 "ASYNCGATE_LOG_LEVEL": "WARNING",
             }
         )
-        logs = [(workdir / "logs" / f"degraded-{guard}-{i}.log").open("wb") for i in range(workers)]
+        servers = []
+        for _ in range(serves):
+            port = free_port()
+            argv = [sys.executable, "-m", "service", "serve", "--port", str(port)]
+            log_path = workdir / "logs" / f"degraded-{label}-serve-{port}.log"
+            servers.append(start_server(argv, port=port, log=log_path, ready_path="/readyz", env=env))
+        logs = [(workdir / "logs" / f"degraded-{label}-{i}.log").open("wb") for i in range(workers)]
         procs = [
             subprocess.Popen([sys.executable, "-m", "service", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
             for log in logs
@@ -123,36 +154,61 @@ def run_round(
         store = OrderStore(engine)
         start = time.perf_counter()
         pending = orders
+        samples: list[tuple[float, int]] = []
+        killed_at = None
         try:
             while time.perf_counter() - start < seconds:
+                now = time.perf_counter()
+                seen = httpx.get(f"{sim_url}/_sim/ledger", timeout=10).json()["calls"] - calls_before
+                samples.append(((now + time.perf_counter()) / 2, seen))  # the ledger's time: mid-request
                 pending = store.counts_by_state()["ASYNC_PROCESSING"]
                 if pending == 0:
                     break
-                time.sleep(1.0)
+                if kill and killed_at is None and workers > 1 and pending <= orders * 0.6:
+                    procs[0].send_signal(signal.SIGKILL)  # midway: its leased orders come back after the lease
+                    procs[0].wait(timeout=10)
+                    killed_at = now - start
+                time.sleep(0.5)
             elapsed = time.perf_counter() - start
             states = store.counts_by_state()
         finally:
             for proc in procs:
-                proc.terminate()
+                if proc.poll() is None:
+                    proc.terminate()
             for proc in procs:
                 proc.wait(timeout=30)
             for log in logs:
                 log.close()
+            for server in servers:
+                server.stop()
             engine.dispose()
     ledger = httpx.get(f"{sim_url}/_sim/ledger", timeout=10).json()
     calls = ledger["calls"] - calls_before
     doubled = sum(1 for key, n in ledger["completions"].items() if key.startswith("deg-") and n > 1)
+    # what the fleet is allowed (seeded orders: no first calls, so the floor)
+    budget = defaults.retry_rate_per_s * (1 if shared else workers)
+    mean = calls / elapsed
+    worst = worst_rate(samples, 5.0)
     done = "all final" if pending == 0 else f"{pending} still pending"
-    print(f"{guard}: {done} after {elapsed:.0f} s; {calls} calls; states {states}", flush=True)
+    print(
+        f"{label}: {done} after {elapsed:.0f} s; {calls} calls ({mean:.1f}/s, worst 5 s {worst:.1f}/s, fleet budget "
+        f"{budget:g}/s); killed a worker at {killed_at}; states {states}",
+        flush=True,
+    )
     return [
         guard,
+        "fleet" if shared else "per process",
+        f"{serves} + {workers}",
+        "yes" if killed_at is not None else "no",
         orders,
-        workers,
         round(elapsed, 1) if pending == 0 else f"> {seconds:.0f}",
         pending,
         states.get("SUCCEEDED", 0),
         calls,
         round(calls / orders, 2),
+        round(mean, 1),
+        round(worst, 1),
+        budget,
         doubled,
     ]
 
@@ -160,19 +216,27 @@ def run_round(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--guard", nargs="+", default=["adaptive", "breaker"])
+    parser.add_argument(
+        "--round",
+        dest="rounds",
+        action="append",
+        help="GUARD:STATE:SERVES:WORKERS, STATE shared or local (repeatable); "
+        "default adaptive:shared:2:3, adaptive:shared:0:1, adaptive:local:2:3",
+    )
+    parser.add_argument("--no-kill", action="store_true", help="do not SIGKILL a worker midway")
     parser.add_argument("--seconds", type=float, default=240.0)
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     args = parser.parse_args(argv)
+    rounds = args.rounds or ["adaptive:shared:2:3", "adaptive:shared:0:1", "adaptive:local:2:3"]
     started, began = now_iso(), time.perf_counter()
     registry = ensure_model(args.workdir)
     (args.workdir / "logs").mkdir(parents=True, exist_ok=True)
     rows = []
     with simulator(args.workdir) as sim:
         insurers = insurers_file(args.workdir, sim.port)
-        for guard in args.guard:
+        for spec in rounds:
+            guard, state, serves, workers = spec.split(":")
             rows.append(
                 run_round(
                     args.workdir,
@@ -181,32 +245,44 @@ def main(argv: list[str] | None = None) -> None:
                     f"http://127.0.0.1:{sim.port}",
                     args.pg_url,
                     guard,
+                    state == "shared",
                     args.orders,
-                    args.workers,
+                    int(serves),
+                    int(workers),
                     args.seconds,
+                    not args.no_kill,
                 )
             )
     section = Section(
         name="7-degraded-insurer",
         title="7. A partly degraded insurer: each order fails twice, then succeeds",
-        command=command_line("bench.degraded", ["--orders", str(args.orders), "--workers", str(args.workers)]),
+        command=command_line("bench.degraded", ["--orders", str(args.orders)]),
         columns=[
             "guard",
+            "insurer state",
+            "serve + worker processes",
+            "worker SIGKILLed",
             "orders",
-            "workers",
             "seconds to all final",
             "pending at the end",
             "SUCCEEDED",
             "insurer calls",
             "calls per order",
+            "calls/s (mean)",
+            "calls/s (worst 5 s)",
+            "fleet budget/s",
             "completed twice",
         ],
         rows=rows,
         goals=[],
         notes=[
-            "Default worker settings except the retry schedule (ASYNCGATE_RETRY_BASE_S=0.1, MAX_S=0.5), the "
-            "default retry budget (20 re-executions/s per insurer and worker process) included; PostgreSQL.",
-            "Each order needs 2 more calls (one busy answer, then success): 2.0 calls per order is the minimum.",
+            "Default settings except the retry schedule (ASYNCGATE_RETRY_BASE_S=0.1, MAX_S=0.5), PostgreSQL; orders "
+            "seeded after one failed call, so every call counted is a re-execution (no first-call traffic: the "
+            "budget is its floor, ASYNCGATE_RETRY_RATE_PER_S=20). 'fleet': one budget and one throttle figure for "
+            "all processes (ASYNCGATE_SHARED_STATE=true, the default); 'per process': each its own (false, the "
+            "behaviour before), so N workers may send N x the budget.",
+            "Each order needs 2 more calls (one busy answer, then success): 2.0 calls per order is the minimum. "
+            "'worst 5 s' is the highest rate over any 5 s stretch of the run; one burst (20) is allowed on top.",
         ],
         started=started,
         seconds=round(time.perf_counter() - began, 1),

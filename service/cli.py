@@ -160,7 +160,6 @@ async def _run_worker(settings: Settings, once: bool) -> Any:
 
     import anyio
 
-    from service.budget import RetryBudget
     from service.runtime import open_runtime
     from service.worker import Worker
 
@@ -171,7 +170,7 @@ async def _run_worker(settings: Settings, once: bool) -> Any:
             async for _ in signals:
                 stop.set()
 
-    async with open_runtime(settings) as runtime, anyio.create_task_group() as group:
+    async with open_runtime(settings, role="worker") as runtime, anyio.create_task_group() as group:
         group.start_soon(watch_signals, group.cancel_scope)
         runner = Worker(
             runtime.processor,
@@ -182,7 +181,7 @@ async def _run_worker(settings: Settings, once: bool) -> Any:
             concurrency=settings.worker_concurrency,
             lease_s=settings.lease_s,
             poll_s=settings.worker_poll_s,
-            budget=RetryBudget(settings.retry_rate_per_s, settings.retry_burst),
+            budget=runtime.budget,
         )
         stats = await runner.run(once=once, stop=stop)
         group.cancel_scope.cancel()

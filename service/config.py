@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
     breaker_probes: int = Field(default=1, ge=1)
 
-    # retry budget: re-executions per second per insurer and worker process (0: unlimited), and burst
+    # retry budget per insurer, shared by every worker on the database (see `retry_budget_share` below):
+    # the floor of its rate in re-executions per second (0: unlimited), and the burst
     retry_rate_per_s: float = Field(default=20.0, ge=0)
     retry_burst: int = Field(default=20, ge=1)
 
@@ -110,6 +111,17 @@ class Settings(BaseSettings):
     drift_calibration_refresh_s: float = Field(default=300.0, gt=0)
 
     log_level: str = "INFO"
+
+    # shared insurer state (docs/architecture.md, "Shared insurer state"): every serve and worker process
+    # adds its insurer counts to the order database and reads the fleet's back every `shared_sync_s`; the
+    # adaptive throttle decides on the fleet's figure, and falls back to the process's own after
+    # `shared_stale_s` without a sync. The retry budget of an insurer is one token bucket for all workers,
+    # refilled at max(retry_rate_per_s, retry_budget_share x the insurer's first calls per second).
+    # shared_state = False: every process keeps its own figures and budget (the behaviour before issue 12).
+    shared_state: bool = True
+    shared_sync_s: float = Field(default=0.5, gt=0, le=10)
+    shared_stale_s: float = Field(default=5.0, gt=0)
+    retry_budget_share: float = Field(default=0.1, ge=0, le=10)
 
     @model_validator(mode="after")
     def _retry_cap(self) -> Settings:

@@ -13,6 +13,15 @@ makes one per process and hands it to the OrderProcessor (which asks it before e
 it each outcome), the worker (which claims no orders of a blocked insurer) and the console (which
 shows it), so none of them reaches into another for it. Whatever later joins or replaces the
 breakers belongs here too.
+
+Shared state (docs/architecture.md, "Shared insurer state"): `allow()` and `record()` stay in memory;
+`sync(store)`, run every `sync_s` by `run_sync` in each serve and worker process, adds this process's
+counts since the last sync to the order database and takes back the fleet's totals over the window,
+so the adaptive throttle of every process decides on one figure (requests and accepts of all
+processes) and the worker's retry budget sees the fleet's first-call rate. A sync that fails keeps
+its counts for the next one; after `stale_s` without a sync each process falls back to its own
+window (logged), and back to the fleet's figure (logged) once a sync succeeds. The on/off breaker
+(guard "breaker") stays per process.
 """
 
 from __future__ import annotations
@@ -20,18 +29,48 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Literal
 
+import anyio
+import anyio.to_thread
+
 from service.breaker import STATE_VALUE, BreakerPolicy, Breakers, BreakerState
+from service.budget import BudgetFigure
 from service.metrics import Metrics
+from service.store import StoreUnavailable
+from service.store.insurer_state import InsurerStateStore, Traffic
 from service.throttle import AdaptiveThrottle, ThrottlePolicy
 
 Guard = Literal["adaptive", "breaker", "none"]
 #: An adaptive throttle refusing at least this share of the calls reads as OPEN (probes only).
 OPEN_AT: float = 0.9
+#: ... and at least this share, the worker claims none of the insurer's orders for now (blocked()).
+#: Higher than OPEN_AT: between the two the worker keeps drawing, so the probes find an insurer
+#: that is only degraded (measured: at 0.9 the fleet stops at the first wave of transient failures
+#: of a backlog and waits a whole window; docs/architecture.md, "Shared insurer state").
+BLOCK_AT: float = 0.99
 
 log = logging.getLogger("asyncgate.processing")  # the logger these lines have always had
+sync_log = logging.getLogger("asyncgate.health")
+
+
+@dataclass(frozen=True)
+class HealthFigure:
+    """One insurer's health for /metrics and the console: the fleet's figure, or this process's own
+    when `shared` is False (no sync yet, or the database unreachable)."""
+
+    insurer: str
+    shared: bool
+    state: BreakerState
+    reject_probability: float
+    requests: int  # in the window
+    accepts: int
+    first_calls: int
+    first_call_rate: float  # first calls per second over the window
+    local_requests: int  # of `requests`, this process's own
+    local_accepts: int
 
 
 class InsurerHealth:
@@ -46,7 +85,12 @@ class InsurerHealth:
         guard: Guard = "breaker",
         throttle: ThrottlePolicy | None = None,
         rng: random.Random | None = None,
+        first_calls: bool = False,
+        stale_s: float = 5.0,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """`first_calls`: this process makes orders' first calls (serve): what it records is the
+        insurer's normal traffic, from which the retry budget is a share."""
         self.metrics = metrics
         self.guard: Guard = guard
         if guard == "none":
@@ -57,6 +101,13 @@ class InsurerHealth:
         self._throttle_states: dict[str, BreakerState] = {}
         self._clock = clock
         self._rng = rng or random.Random()
+        self.first_calls = first_calls
+        self.stale_s = stale_s
+        self._wall = wall
+        self._last_sync: float | None = None  # monotonic time of the last sync that reached the database
+        #: the runtime's retry budget figures (service/budget.py), for the console beside the health
+        self.budget_figures: Callable[[], Mapping[str, BudgetFigure]] = dict
+        self._sync_down = False
 
     @property
     def policy(self) -> BreakerPolicy:
@@ -79,8 +130,8 @@ class InsurerHealth:
 
     def record(self, insurer: str, *, failed: bool) -> None:
         """One call's (or query's) outcome: did it count against the insurer's health?"""
+        self._throttle(insurer).record(failed=failed, first=self.first_calls, wall=self._wall())
         if self.guard == "adaptive":
-            self._throttle(insurer).record(failed=failed)
             self._throttle_changed(insurer)
             return
         self._breakers.record(insurer, failed=failed)
@@ -105,8 +156,97 @@ class InsurerHealth:
     def blocked(self) -> set[str]:
         """Insurers that get (nearly) no call now: the worker claims none of their orders."""
         if self.guard == "adaptive":
-            return {name for name, t in self._throttles.items() if t.reject_probability() >= OPEN_AT}
+            return {name for name, t in self._throttles.items() if t.reject_probability() >= BLOCK_AT}
         return self._breakers.blocked()
+
+    def first_call_rate(self, insurer: str) -> float:
+        """The insurer's first calls per second over the window (the fleet's when shared)."""
+        throttle = self._throttles.get(insurer)
+        return throttle.first_calls() / self._throttle_policy.window_s if throttle is not None else 0.0
+
+    def figure(self, insurer: str) -> HealthFigure:
+        throttle = self._throttle(insurer)
+        requests, accepts = throttle.counts()
+        local_requests, local_accepts = throttle.local_counts()
+        return HealthFigure(
+            insurer,
+            throttle.shared,
+            self.state(insurer),
+            self.reject_probability(insurer),
+            requests,
+            accepts,
+            throttle.first_calls(),
+            self.first_call_rate(insurer),
+            local_requests,
+            local_accepts,
+        )
+
+    def figures(self) -> dict[str, HealthFigure]:
+        return {name: self.figure(name) for name in sorted(self._throttles)}
+
+    @property
+    def shared(self) -> bool:
+        """Is the figure the fleet's now (a sync reached the database within `stale_s`)?"""
+        return self._last_sync is not None and self._clock() - self._last_sync <= self.stale_s
+
+    async def sync(self, store: InsurerStateStore) -> bool:
+        """Add this process's counts since the last sync to the database and take the fleet's totals
+        back; False (counts kept for the next sync) when the database cannot be reached."""
+        policy = self._throttle_policy
+        bucket_s = policy.window_s / policy.buckets
+        current = int(self._wall() // bucket_s * bucket_s)
+        since = int(current - (policy.buckets - 1) * bucket_s)
+        throttles = dict(self._throttles)
+        deltas = {
+            (name, bucket): Traffic(*counts)
+            for name, throttle in throttles.items()
+            for bucket, counts in throttle.take_pending().items()
+        }
+        try:
+            totals = await anyio.to_thread.run_sync(
+                lambda: store.push_traffic(deltas, since=since, prune_before=int(since - policy.window_s))
+            )
+        except StoreUnavailable as exc:
+            for throttle in throttles.values():
+                throttle.sync_failed(oldest=since)
+            if not self._sync_down:
+                self._sync_down = True
+                sync_log.warning(
+                    "insurer state: the database is unreachable (%s); the fleet's figure is kept for %g s, then "
+                    "each process decides on its own counts",
+                    exc,
+                    self.stale_s,
+                )
+            if not self.shared:
+                for throttle in self._throttles.values():
+                    throttle.drop_fleet()
+            self._changes()
+            return False
+        for name in totals.keys() - throttles.keys():
+            throttles[name] = self._throttle(name)
+        for name, throttle in throttles.items():
+            total = totals.get(name, Traffic())
+            throttle.set_fleet(total.requests, total.accepts, total.first_calls)
+        self._last_sync = self._clock()
+        if self._sync_down:
+            self._sync_down = False
+            sync_log.info("insurer state: the database is reachable again; every process decides on the fleet's figure")
+        self._changes()
+        return True
+
+    def _changes(self) -> None:
+        if self.guard == "adaptive":
+            for name in list(self._throttles):
+                self._throttle_changed(name)
+
+    async def run_sync(self, store: InsurerStateStore, period_s: float) -> None:
+        """`sync` every `period_s` until cancelled; an unexpected error is logged, never raised."""
+        while True:
+            try:
+                await self.sync(store)
+            except Exception:
+                sync_log.exception("insurer state sync failed")
+            await anyio.sleep(period_s)
 
     @staticmethod
     def _throttle_state(p: float) -> BreakerState:

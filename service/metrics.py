@@ -4,12 +4,17 @@ Request latency per route, classifications by verdict and category, orders by st
 store at scrape time), re-execution outcomes, insurer call latency and outcomes per insurer, circuit
 breaker states and short-circuited calls per insurer, retry-budget deferrals, and the model version
 as an info-style gauge.
+
+The insurers' shared state (docs/architecture.md, "Shared insurer state") is read at scrape time from
+the runtime's InsurerHealth and retry budget, as of their last sync: one fleet figure per insurer,
+the same from every process (`asyncgate_insurer_fleet_*`, `asyncgate_retry_budget_*`; the label
+`scope` is "fleet", or "process" while this process falls back to its own view).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -36,12 +41,69 @@ class _OrderStates(Collector):
         yield family
 
 
+class _InsurerFigures(Collector):
+    """Gauges of the insurers' health and retry budget, from the runtime's figures at scrape time."""
+
+    def __init__(self, health: Callable[[], Mapping[str, Any]], budget: Callable[[], Mapping[str, Any]]):
+        self._health = health
+        self._budget = budget
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["insurer", "scope"]
+        p = GaugeMetricFamily(
+            "asyncgate_insurer_throttle_reject_probability",
+            "Share of calls refused locally by the adaptive throttle (the fleet's figure)",
+            labels=labels,
+        )
+        state = GaugeMetricFamily(
+            "asyncgate_insurer_fleet_state", "Insurer guard state: 0 closed, 1 throttling, 2 open", labels=labels
+        )
+        requests = GaugeMetricFamily(
+            "asyncgate_insurer_fleet_requests", "Calls and queries made to the insurer in the window", labels=labels
+        )
+        accepts = GaugeMetricFamily(
+            "asyncgate_insurer_fleet_accepts", "Of those, the ones the insurer accepted", labels=labels
+        )
+        first = GaugeMetricFamily(
+            "asyncgate_insurer_fleet_first_call_rate", "Orders' first calls per second over the window", labels=labels
+        )
+        rate = GaugeMetricFamily(
+            "asyncgate_retry_budget_rate_per_s", "The insurer's retry budget (re-executions per second)", labels=labels
+        )
+        granted = GaugeMetricFamily(
+            "asyncgate_retry_budget_tokens_used",
+            "Retry tokens taken from the insurer's budget (fleet: since its row was made)",
+            labels=labels,
+        )
+        try:
+            health, budget = self._health(), self._budget()
+        except Exception:
+            health, budget = {}, {}
+        for name, h in sorted(health.items()):
+            scope = ["fleet" if h.shared else "process"]
+            p.add_metric([name, *scope], h.reject_probability)
+            state.add_metric([name, *scope], STATE_VALUE.get(h.state.value, 0))
+            requests.add_metric([name, *scope], h.requests)
+            accepts.add_metric([name, *scope], h.accepts)
+            first.add_metric([name, *scope], h.first_call_rate)
+        for name, b in sorted(budget.items()):
+            scope = ["fleet" if b.shared else "process"]
+            rate.add_metric([name, *scope], b.rate_per_s)
+            granted.add_metric([name, *scope], b.granted_total)
+        yield from (p, state, requests, accepts, first, rate, granted)
+
+
+#: guard state -> gauge value (as service.breaker.STATE_VALUE, by the state's name)
+STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+
+
 class Metrics:
     """All metrics of one process."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._order_states: _OrderStates | None = None
+        self._insurer_figures: _InsurerFigures | None = None
         r = self.registry
         self.requests = Histogram(
             "asyncgate_http_request_seconds",
@@ -107,6 +169,14 @@ class Metrics:
             self.registry.unregister(self._order_states)
         self._order_states = _OrderStates(counts)
         self.registry.register(self._order_states)
+
+    def watch_insurers(self, health: Callable[[], Mapping[str, Any]], budget: Callable[[], Mapping[str, Any]]) -> None:
+        """Report the insurers' shared figures from `health()` and `budget()` (a restarted lifespan
+        replaces the previous source)."""
+        if self._insurer_figures is not None:
+            self.registry.unregister(self._insurer_figures)
+        self._insurer_figures = _InsurerFigures(health, budget)
+        self.registry.register(self._insurer_figures)
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()

@@ -2,8 +2,11 @@
 
 `open_runtime(settings)` is used by the API's lifespan and by the worker command alike: the
 database engine (migrated), the order store, the serving model, the insurer transport (aiohttp,
-pooled per insurer) and gateway, metrics, the insurers' health (circuit breakers), the learning loop,
-the operators' rules and the OrderProcessor that ties them together.
+pooled per insurer) and gateway, metrics, the insurers' health (adaptive throttle or circuit
+breakers) and the retry budget, both shared with the other processes through the order database
+(`shared_state`: a background sync in this runtime's task group), the learning loop, the
+operators' rules and the OrderProcessor that ties them together. `role` says whether the process
+makes orders' first calls ("api", serve) or re-executes them ("worker").
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anyio.to_thread
 
 from service.breaker import BreakerPolicy
+from service.budget import RetryBudget, SharedRetryBudget
 from service.config import Settings
 from service.gateway import HttpTransport, InsurerGateway, InsurerRegistry, load_insurers, make_transport
 from service.health import InsurerHealth
@@ -28,6 +32,7 @@ from service.rules import RuleBook
 from service.scoring import ModelHolder, ServingModel
 from service.store import OrderStore, create_async_db_engine, create_db_engine, migrate
 from service.store.fastpath import FastSteps
+from service.store.insurer_state import InsurerStateStore
 from service.throttle import ThrottlePolicy
 
 if TYPE_CHECKING:
@@ -45,6 +50,7 @@ class Runtime:
     health: InsurerHealth  # the insurers' circuit breakers: the processor's, the worker's, the console's
     learning: Learning  # hot reload, drift, shadow scoring, exploration (service/learning/loop.py)
     rules: RuleBook  # operators' rules, kept in step with the database (service/rules.py)
+    budget: RetryBudget  # the retry budget (the fleet's with shared_state): the worker's, the console's
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -78,6 +84,7 @@ async def open_runtime(
     model: ServingModel | None = None,
     insurers: InsurerRegistry | None = None,
     http_client: HttpTransport | httpx.AsyncClient | None = None,
+    role: Literal["api", "worker"] = "api",
 ) -> AsyncIterator[Runtime]:
     """Open everything; `http_client` (tests: a fake transport or an httpx.MockTransport client) replaces
     the insurer transport, and its owner closes it."""
@@ -124,7 +131,25 @@ async def open_runtime(
                     window_s=settings.throttle_window_s,
                     min_requests=settings.throttle_min_requests,
                 ),
+                first_calls=role == "api",
+                stale_s=settings.shared_stale_s,
             )
+            budget: RetryBudget
+            if settings.shared_state:
+                shared = InsurerStateStore(engine)
+                budget = SharedRetryBudget(
+                    settings.retry_rate_per_s,
+                    settings.retry_burst,
+                    share=settings.retry_budget_share,
+                    first_call_rate=health.first_call_rate,
+                    period_s=settings.shared_sync_s,
+                )
+                tasks.start_soon(health.run_sync, shared, settings.shared_sync_s)
+                tasks.start_soon(budget.run, shared)
+            else:
+                budget = RetryBudget(settings.retry_rate_per_s, settings.retry_burst)
+            health.budget_figures = budget.figures
+            metrics.watch_insurers(health.figures, budget.figures)
             processor = OrderProcessor(
                 store,
                 gateway,
@@ -138,7 +163,7 @@ async def open_runtime(
                 watch=learning.watch,
                 rules=rules,
             )
-            yield Runtime(settings, store, holder, gateway, metrics, processor, health, learning, rules)
+            yield Runtime(settings, store, holder, gateway, metrics, processor, health, learning, rules, budget)
         finally:
             await stack.aclose()
             if own_client:

@@ -8,13 +8,17 @@ its leases expire and other workers take the orders over.
 
 Protecting insurers: orders of an insurer whose circuit breaker is open are not claimed (and a
 claimed one whose circuit opens meanwhile is put back untouched), and each re-execution takes a
-token of the insurer's retry budget (service/budget.py) first, in claim order, which is due order.
-An insurer whose budget is spent for longer than `max_budget_wait_s` is left out of the next
-claims, so its backlog stays in the table, in due order, instead of in this worker's memory.
+token of the insurer's retry budget (service/budget.py) first, in claim order, which is due order:
+the runtime's budget is the fleet's (one bucket per insurer in the order database, shared by every
+worker), and an order waits up to `max_budget_wait_s` for its token, then goes back untouched. An
+insurer whose budget is spent for longer than that is left out of the next claims, so its backlog
+stays in the table, in due order, instead of in this worker's memory. A token taken for an order
+whose call the insurer's guard then refuses is handed back.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -142,14 +146,17 @@ class Worker:
         with anyio.move_on_after(self.poll_s if seconds is None else max(0.01, min(seconds, self.poll_s))):
             await stop.wait()
 
-    async def _defer(self, order: OrderRecord) -> None:
-        """Put the order back untouched (still due, same due time): a later claim takes it."""
+    async def _defer(self, order: OrderRecord, *, requeue: bool = False) -> None:
+        """Put the order back untouched, still due: with its due time (the budget's deferral, so the
+        backlog drains in due order), or with `requeue` due now, behind the orders that came due
+        meanwhile (the throttle's refusal: the next draws go to other orders, among them the ones
+        just retried, so the probes of a degraded insurer reach orders it will accept)."""
         self._seen.discard(order.pk)
-        await self._release(order, deferred=True)
+        await self._release(order, deferred=True, due=utcnow() if requeue else None)
 
-    async def _release(self, order: OrderRecord, *, deferred: bool = False) -> None:
+    async def _release(self, order: OrderRecord, *, deferred: bool = False, due: dt.datetime | None = None) -> None:
         try:
-            await self.store.run_async(steps.release, order.pk, self.worker_id)
+            await self.store.run_async(steps.release, order.pk, self.worker_id, next_attempt_at=due)
             if deferred:
                 self.stats.deferred += 1
             else:
@@ -158,16 +165,14 @@ class Worker:
             log.warning("release failed (the lease will expire): %s", exc, extra={"order_id": order.order_id})
 
     async def _handle(self, order: OrderRecord, limiter: anyio.Semaphore, stop: anyio.Event) -> None:
-        # the token is taken before the limiter, so tokens go out in claim (due) order
-        wait = self.budget.reserve(order.insurer, max_wait_s=self.max_budget_wait_s)
-        if wait is None:
-            self.metrics.budget_deferred.labels(insurer=order.insurer).inc()
-            await self._defer(order)
-            return
-        if wait > 0:
-            with anyio.move_on_after(wait):
-                await stop.wait()
+        # the token is taken once a slot is held (both queues are FIFO, so tokens still go out in claim
+        # order, which is due order) and used at once: a token never waits behind the limiter, so
+        # the insurer sees the calls at the budget's pace, not in bursts of tokens queued up meanwhile
         async with limiter:
+            if not await self.budget.acquire(order.insurer, max_wait_s=self.max_budget_wait_s, stop=stop):
+                self.metrics.budget_deferred.labels(insurer=order.insurer).inc()
+                await self._defer(order)
+                return
             if stop.is_set():
                 await self._release(order)
                 return
@@ -175,7 +180,8 @@ class Worker:
             try:
                 done = await self.processor.reexecute(order, actor=self.worker_id)
             except CircuitOpen:
-                await self._defer(order)
+                self.budget.refund(order.insurer)  # no call was made: the token goes to the next order
+                await self._defer(order, requeue=True)
                 return
             except LeaseLost:
                 log.warning("lease lost; another worker owns the order now", extra=context)

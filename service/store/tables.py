@@ -166,3 +166,33 @@ rule_changes = sa.Table(
     sa.Column("actor", sa.String(160), nullable=False),
     sa.Index("ix_rule_changes_rule_id", "rule_id"),
 )
+
+# Shared insurer state (migration 0005, service/store/insurer_state.py): what every serve and worker
+# process on this database knows together about an insurer. `insurer_traffic` holds windowed counters,
+# one row per insurer and time bucket (`bucket`: the bucket's start, whole seconds of the Unix epoch),
+# to which each process adds its counts since its last sync (UPSERT ... SET n = n + excluded.n): calls
+# and queries made (`requests`), the insurer's accepts, and first calls (/process: the insurer's normal
+# traffic). Old buckets slide out of the window and are deleted, so a dead process's share expires
+# with them. `insurer_budget` is the fleet's retry budget per insurer: one token bucket (`tokens`,
+# refilled at `rate_per_s` since `refilled_at`, Unix seconds), from which processes take tokens in
+# chunks under a row lock; `granted` is the net number of tokens taken since the row was made.
+insurer_traffic = sa.Table(
+    "insurer_traffic",
+    metadata,
+    sa.Column("insurer", sa.String(128), primary_key=True),
+    sa.Column("bucket", sa.BigInteger(), primary_key=True),
+    sa.Column("requests", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("accepts", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("first_calls", sa.BigInteger(), nullable=False, server_default="0"),
+)
+
+insurer_budget = sa.Table(
+    "insurer_budget",
+    metadata,
+    sa.Column("insurer", sa.String(128), primary_key=True),
+    sa.Column("tokens", sa.Float(), nullable=False),
+    sa.Column("refilled_at", sa.Float(), nullable=False),
+    sa.Column("rate_per_s", sa.Float(), nullable=False),
+    sa.Column("burst", sa.Integer(), nullable=False),
+    sa.Column("granted", sa.BigInteger(), nullable=False, server_default="0"),
+)

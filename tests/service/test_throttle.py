@@ -96,7 +96,10 @@ def test_the_adaptive_guard_reports_states_and_blocks_a_dead_insurer(caplog: pyt
     assert health.state("acme") is BreakerState.CLOSED and health.reject_probability("acme") == 0.0
     for _ in range(40):
         health.record("dead", failed=True)
-    assert health.state("dead") is BreakerState.OPEN and health.blocked() == {"dead"}
+    assert health.state("dead") is BreakerState.OPEN and health.blocked() == set(), "open, but probes still drawn"
+    for _ in range(100):
+        health.record("dead", failed=True)
+    assert health.reject_probability("dead") >= 0.99 and health.blocked() == {"dead"}, "dead: not claimed for now"
     assert health.retry_in("dead") > 0
     assert any("circuit for insurer dead: closed → open (throttling" in r.getMessage() for r in caplog.records)
     none = InsurerHealth(None, Metrics(), clock=clock, guard="none")
