@@ -19,6 +19,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from service.events.payload import failure_summary
 from service.store import queries
 from service.store.errors import (
     InvalidTransition,
@@ -27,9 +28,11 @@ from service.store.errors import (
     OrderNotFound,
     StoreUnavailable,
 )
+from service.store.events import EventStore
 from service.store.insights import ConsoleReads
 from service.store.records import (
     AttemptRecord,
+    EventFacts,
     FirstFailure,
     LastOutcome,
     NewAttempt,
@@ -63,6 +66,7 @@ class OrderStore(RuleStore):
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
         self.insights = ConsoleReads(self._transaction)
+        self.events = EventStore(self._transaction, engine.dialect.name)
 
     @contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:
@@ -127,6 +131,7 @@ class OrderStore(RuleStore):
                         reason="received",
                         actor=lease_owner,
                         now=now,
+                        event=EventFacts(order_id, insurer, operation, attempts=0),
                     )
                     return order_from_row(row), True
         except exc.IntegrityError:
@@ -165,7 +170,13 @@ class OrderStore(RuleStore):
             raise ValueError("an order kept in ASYNC_PROCESSING needs a next_attempt_at")
         with self._transaction() as conn:
             current = conn.execute(
-                sa.select(orders.c.state, orders.c.first_failure_at, orders.c.last_outcome, orders.c.attempts)
+                sa.select(
+                    orders.c.state,
+                    orders.c.first_failure_at,
+                    orders.c.last_outcome,
+                    orders.c.attempts,
+                    *(orders.c.order_id, orders.c.insurer, orders.c.operation, orders.c.category),  # the event's
+                )
                 .where(orders.c.id == order_pk, orders.c.lease_owner == lease_owner)
                 .with_for_update()
             ).one_or_none()
@@ -194,8 +205,29 @@ class OrderStore(RuleStore):
             conn.execute(sa.update(orders).where(orders.c.id == order_pk).values(values))
             queries.insert_attempt(conn, order_pk, attempt, actor=actor, now=now)
             if new_state != current.state:
+                failed = attempt.outcome in ("failure", "unknown")
+                event = EventFacts(
+                    current.order_id,
+                    current.insurer,
+                    current.operation,
+                    attempts=current.attempts + (1 if count_call else 0),
+                    result=result,
+                    failure=failure_summary(
+                        error_code=attempt.error_code if failed else None,
+                        error_message=attempt.error_message if failed else None,
+                        http_status=attempt.http_status if failed else None,
+                        category=attempt.category if failed and attempt.category else current.category,
+                    ),
+                )
                 queries.insert_transition(
-                    conn, order_pk, OrderState(current.state), new_state, reason=reason, actor=actor, now=now
+                    conn,
+                    order_pk,
+                    OrderState(current.state),
+                    new_state,
+                    reason=reason,
+                    actor=actor,
+                    now=now,
+                    event=event,
                 )
             return queries.load_order(conn, order_pk)
 
@@ -321,7 +353,9 @@ class OrderStore(RuleStore):
         OrderNotFound / InvalidTransition otherwise."""
         with self._transaction() as conn:
             row = conn.execute(
-                sa.select(orders.c.id, orders.c.state).where(orders.c.order_id == order_id).with_for_update()
+                sa.select(orders.c.id, orders.c.state, orders.c.insurer, orders.c.operation)
+                .where(orders.c.order_id == order_id)
+                .with_for_update()
             ).one_or_none()
             if row is None:
                 raise OrderNotFound(order_id)
@@ -349,6 +383,7 @@ class OrderStore(RuleStore):
                 reason="requeued",
                 actor=actor,
                 now=now,
+                event=EventFacts(order_id, row.insurer, row.operation, attempts=0),
             )
             return queries.load_order(conn, row.id)
 
