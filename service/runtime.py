@@ -3,7 +3,8 @@
 `open_runtime(settings)` is used by the API's lifespan and by the worker command alike: the
 database engine (migrated), the order store, the serving model, the pooled HTTP client and
 gateway, metrics, the insurers' health (circuit breakers), the learning loop, the operators' rules and
-the OrderProcessor that ties them together.
+the OrderProcessor that ties them together; with a webhook configured, the order events' delivery
+loop (service/events/delivery.py), which both `serve` and `worker` run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import httpx
 
 from service.breaker import BreakerPolicy
 from service.config import Settings
+from service.events.delivery import deliverer_from_settings
 from service.gateway import InsurerGateway, InsurerRegistry, load_insurers, make_http_client
 from service.health import InsurerHealth
 from service.learning.loop import Learning, open_learning
@@ -94,6 +96,7 @@ async def open_runtime(
         metrics.set_model(serving.version)
         own_client = http_client is None
         client = http_client or make_http_client(max_connections=settings.http_max_connections)
+        deliverer = deliverer_from_settings(settings, store.events, metrics)  # before anything starts
         rules = RuleBook()
         await anyio.to_thread.run_sync(lambda: rules.load(store, force=True))
         stack = AsyncExitStack()
@@ -127,6 +130,9 @@ async def open_runtime(
                 watch=learning.watch,
                 rules=rules,
             )
+            if deliverer is not None:
+                metrics.watch_events(store.events.summary)
+                tasks.start_soon(deliverer.run)
             yield Runtime(settings, store, holder, gateway, metrics, processor, health, learning, rules)
         finally:
             await stack.aclose()
