@@ -3,8 +3,8 @@
 Every `asyncgate serve` and `asyncgate worker` process with ASYNCGATE_WEBHOOK_URL and
 ASYNCGATE_WEBHOOK_SECRET runs one `Deliverer` (started by service/runtime.py). The loop:
 
-1. claim as many due events as it has free slots (`EventStore.claim_deliveries`: pending, due,
-   lease free, every earlier event of the order delivered), leased for `lease_s`;
+1. once half its slots (or all) are free, claim that many due events (`EventStore.claim_deliveries`:
+   pending, due, lease free, every earlier event of the order delivered), leased for `lease_s`;
 2. POST each at once (at most `concurrency` at a time per process to the one endpoint), signed with a
    fresh `webhook-timestamp`, no redirects followed, with a timeout;
 3. 2xx: the acknowledgement is queued and written in batches (a few ms later); then the loop is woken,
@@ -47,7 +47,7 @@ from service.store.events import EventRecord, EventStore
 log = logging.getLogger("asyncgate.events")
 
 #: How long acknowledgements wait to be written together.
-ACK_FLUSH_S: Final = 0.005
+ACK_FLUSH_S: Final = 0.02
 #: The most of a refusal's body kept as its last_error.
 ERROR_BODY_CHARS: Final = 200
 #: The most of any answer's body read (an acknowledgement's body is not needed).
@@ -168,8 +168,8 @@ class Deliverer:
 
     async def _claim_and_send(self, client: httpx.AsyncClient, tasks: anyio.abc.TaskGroup) -> None:
         free = int(self._slots.value)
-        if free == 0:
-            await self._wait(None)
+        if free < max(1, self.concurrency // 2) and free < self.concurrency:
+            await self._wait(None)  # claim in batches: when half the slots are free, or all of them
             return
         try:
             claimed = await anyio.to_thread.run_sync(

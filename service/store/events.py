@@ -316,7 +316,11 @@ class EventStore:
         next_attempt_at: dt.datetime | None,
     ) -> bool:
         """Record an unacknowledged try: due again at `next_attempt_at`, or `failed` when it is None
-        (the maximum age is spent). False, writing nothing, if `owner` no longer holds the lease."""
+        (the maximum age is spent). False, writing nothing, if `owner` no longer holds the lease.
+
+        The order's later pending events are moved with it: due no earlier than it (retry), or not
+        due at all (failed; `redeliver` makes them due again). They could not be sent before it
+        anyway (head of line); this keeps the claim from reading through them while it waits."""
         values: dict[str, Any] = {
             "delivery_attempts": events.c.delivery_attempts + 1,
             "lease_owner": None,
@@ -329,10 +333,28 @@ class EventStore:
         else:
             values["next_attempt_at"] = next_attempt_at
         with self._transaction() as conn:
-            done = conn.execute(
-                sa.update(events).where(events.c.id == pk, events.c.lease_owner == owner).values(values)
+            row = conn.execute(
+                sa.update(events)
+                .where(events.c.id == pk, events.c.lease_owner == owner)
+                .values(values)
+                .returning(events.c.order_pk)
+            ).one_or_none()
+            if row is None:
+                return False
+            later = sa.and_(
+                events.c.order_pk == row.order_pk,
+                events.c.id > pk,
+                events.c.delivery_state == sa.literal("pending", literal_execute=True),
             )
-        return done.rowcount == 1
+            if next_attempt_at is None:
+                conn.execute(sa.update(events).where(later).values(next_attempt_at=None))
+            else:
+                conn.execute(
+                    sa.update(events)
+                    .where(later, events.c.next_attempt_at < next_attempt_at)
+                    .values(next_attempt_at=next_attempt_at)
+                )
+        return True
 
     def release_deliveries(self, owner: str, pks: Sequence[int]) -> int:
         """Give back leased events untried (shutdown), due as they were."""
@@ -376,6 +398,16 @@ class EventStore:
                 )
                 .mappings()
                 .one()
+            )
+            conn.execute(  # the order's later events, held back while this one had failed
+                sa.update(events)
+                .where(
+                    events.c.order_pk == row["order_pk"],
+                    events.c.id > row["id"],
+                    events.c.delivery_state == sa.literal("pending", literal_execute=True),
+                    events.c.next_attempt_at.is_(None),
+                )
+                .values(next_attempt_at=now)
             )
         return event_from_row(updated)
 

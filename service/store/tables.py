@@ -206,5 +206,6 @@ sa.Index(
     "ix_events_undelivered",
     events.c.delivery_state,
     events.c.next_attempt_at,
+    events.c.id,  # the claim's order: read in index order, it stops at its LIMIT
     postgresql_where=events.c.delivery_state != "delivered",
 )

@@ -287,3 +287,24 @@ def test_claims_respect_the_batch(store: OrderStore) -> None:
     second = store.events.claim_deliveries("d2", batch=10, lease_s=30, now=at(1))
     assert [e.order_id for e in first] == ["P0", "P1"]
     assert [e.order_id for e in second] == ["P2", "P3", "P4"]
+
+
+def test_an_orders_later_events_wait_with_its_head_and_come_back_with_its_redeliver(store: OrderStore) -> None:
+    """The claim's helper: while the head backs off, its successors are due no earlier; while it has failed,
+    they are not due at all; its redeliver makes them due again (they still go after it)."""
+    order = reserve(store, "Q1", lease_s=30)
+    finish(store, order, OrderState.SUCCEEDED, now=at(0))
+    head, later = store.events.of_order(order.pk)
+    [claimed] = store.events.claim_deliveries("d1", batch=10, lease_s=30, now=at(1))
+    store.events.delivery_failed("d1", claimed.pk, status=500, error="HTTP 500", next_attempt_at=at(60))
+    assert store.events.get(later.event_id).next_attempt_at == at(60)  # type: ignore[union-attr]
+    [claimed] = store.events.claim_deliveries("d1", batch=10, lease_s=30, now=at(61))
+    store.events.delivery_failed("d1", claimed.pk, status=500, error="HTTP 500", next_attempt_at=None)
+    assert store.events.get(later.event_id).next_attempt_at is None  # type: ignore[union-attr]
+    store.events.redeliver(head.event_id, now=at(100))
+    assert store.events.get(later.event_id).next_attempt_at == at(100)  # type: ignore[union-attr]
+    [first] = store.events.claim_deliveries("d1", batch=10, lease_s=30, now=at(101))
+    assert first.event_id == head.event_id
+    store.events.acknowledge("d1", [(first.pk, 200)], now=at(102))
+    [second] = store.events.claim_deliveries("d1", batch=10, lease_s=30, now=at(103))
+    assert second.event_id == later.event_id

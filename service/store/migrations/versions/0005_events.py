@@ -50,7 +50,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_events_undelivered",
         "events",
-        ["delivery_state", "next_attempt_at"],
+        ["delivery_state", "next_attempt_at", "id"],
         postgresql_where=sa.text("delivery_state <> 'delivered'"),
     )
     op.create_index("ix_events_txid", "events", ["txid", "id"])
