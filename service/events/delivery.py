@@ -154,7 +154,11 @@ class Deliverer:
             async with self._client() as client, anyio.create_task_group() as tasks:
                 tasks.start_soon(self._flush_acks_forever)
                 while True:
-                    await self._claim_and_send(client, tasks)
+                    try:
+                        await self._claim_and_send(client, tasks)
+                    except Exception:  # a bug or an unexpected database error must not stop serve or the worker
+                        log.exception("event delivery: claim failed unexpectedly", extra={"owner": self.owner})
+                        await anyio.sleep(self.poll_s)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self._flush_acks()
@@ -203,6 +207,9 @@ class Deliverer:
     async def _deliver(self, client: httpx.AsyncClient, event: EventRecord) -> None:
         try:
             outcome = await self.send(client, event)
+        except Exception as exc:  # not the network's (send maps those): tried again after the lease
+            log.exception("event delivery failed unexpectedly", extra={"event_id": event.event_id})
+            outcome = Outcome("unreachable", None, f"{type(exc).__name__}: {exc}"[:500])
         finally:
             self._slots.release()
             self._wake_up()
@@ -227,6 +234,8 @@ class Deliverer:
             )
         except StoreUnavailable as exc:
             self._store_down(exc)  # the lease expires and the event is tried again
+        except Exception:
+            log.exception("event delivery: recording a try failed", extra={"event_id": event.event_id})
         finally:
             self._leased.discard(event.pk)
 
@@ -271,6 +280,8 @@ class Deliverer:
             )
         except StoreUnavailable as exc:
             self._store_down(exc)  # the leases expire and these events are sent again (at least once)
+        except Exception:
+            log.exception("event delivery: writing acknowledgements failed", extra={"owner": self.owner})
         else:
             for event, _ in acks:
                 self.metrics.webhook_lag((now - event.at).total_seconds())

@@ -170,3 +170,25 @@ def test_a_misconfigured_webhook_stops_the_start_without_quoting_the_secret(
         start_service(**settings)
     assert says in str(raised.value)
     assert "sekrit" not in str(raised.value) and SECRET not in str(raised.value)
+
+
+def test_an_unexpected_error_in_the_claim_does_not_stop_delivery(
+    start_service: Callable[..., Service], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.store.events import EventStore
+
+    claim = EventStore.claim_deliveries
+    calls = {"n": 0}
+
+    def flaky(self: EventStore, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise RuntimeError("a bug")
+        return claim(self, *args, **kwargs)
+
+    monkeypatch.setattr(EventStore, "claim_deliveries", flaky)
+    service = start_service(webhook_url=receiver.url, **FAST)
+    service.process("P1")
+    wait_for(lambda: len(receiver.acknowledged()) == 2, "both events acknowledged after the failed claims")
+    assert calls["n"] > 2
+    assert service.client.get("/healthz").status_code == 200
