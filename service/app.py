@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import anyio
 from fastapi import FastAPI
 
-from service.api import admin, classify, ops, orders, rules
+from service.api import admin, classify, events, ops, orders, rules
 from service.api.auth import ApiKeyAuth, ApiKeys
 from service.api.errors import install_error_handlers
 from service.api.middleware import BodyLimit, Observe
@@ -75,7 +75,7 @@ def create_app(
     )
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (classify.router, orders.router, ops.router, admin.router, rules.router):
+    for router in (classify.router, orders.router, ops.router, admin.router, rules.router, events.router):
         app.include_router(router)
     install_console(app, settings)  # /console: the operations console (HTML; its own login cookie)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, per_path=ROUTE_BODY_LIMITS)

@@ -122,6 +122,20 @@ class Settings(BaseSettings):
     shared_sync_s: float = Field(default=0.5, gt=0, le=10)
     shared_stale_s: float = Field(default=5.0, gt=0)
     retry_budget_share: float = Field(default=0.1, ge=0, le=10)
+    # order events (docs/contract.md §8): with both a URL and a secret (whsec_<base64 key>) set, `serve`
+    # and `worker` POST every event there, signed (Standard Webhooks), retried with backoff and jitter
+    # up to `webhook_max_age_s` after the event, then marked failed. Per process: `webhook_concurrency`
+    # requests at a time, each within `webhook_timeout_s`; a claimed event is leased for `webhook_lease_s`.
+    webhook_url: str = ""
+    webhook_secret: str = Field(default="", repr=False)
+    webhook_max_age_s: float = Field(default=86_400.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    webhook_concurrency: int = Field(default=16, ge=1, le=1_000)
+    webhook_batch: int = Field(default=100, ge=1, le=1_000)
+    webhook_lease_s: float = Field(default=60.0, gt=0)
+    webhook_retry_base_s: float = Field(default=1.0, gt=0)
+    webhook_retry_max_s: float = Field(default=600.0, gt=0)
+    webhook_poll_s: float = Field(default=0.5, gt=0, le=60)
 
     @model_validator(mode="after")
     def _retry_cap(self) -> Settings:

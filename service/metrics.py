@@ -2,8 +2,10 @@
 
 Request latency per route, classifications by verdict and category, orders by state (read from the
 store at scrape time), re-execution outcomes, insurer call latency and outcomes per insurer, circuit
-breaker states and short-circuited calls per insurer, retry-budget deferrals, and the model version
-as an info-style gauge.
+breaker states and short-circuited calls per insurer, retry-budget deferrals, the model version
+as an info-style gauge, and order events (docs/contract.md §8): webhook tries by outcome, events given
+up, delivery lag, and (read from the store at scrape time, in a process that delivers) undelivered
+events by state and the oldest undelivered event's age.
 
 The insurers' shared state (docs/architecture.md, "Shared insurer state") is read at scrape time from
 the runtime's InsurerHealth and retry budget, as of their last sync: one fleet figure per insurer,
@@ -13,6 +15,7 @@ the same from every process (`asyncgate_insurer_fleet_*`, `asyncgate_retry_budge
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +100,30 @@ class _InsurerFigures(Collector):
 STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 
 
+class _EventBacklog(Collector):
+    def __init__(self, summary: Callable[[], Any]):
+        self._summary = summary
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        age = GaugeMetricFamily(
+            "asyncgate_events_oldest_undelivered_age_seconds",
+            "Age of the oldest event waiting for webhook delivery (0 when none)",
+        )
+        undelivered = GaugeMetricFamily(
+            "asyncgate_events_undelivered", "Events not delivered, by delivery state", labels=["state"]
+        )
+        try:
+            summary = self._summary()
+        except Exception:
+            return
+        oldest = summary.oldest_pending_at
+        age.add_metric([], 0.0 if oldest is None else max(0.0, (dt.datetime.now(dt.UTC) - oldest).total_seconds()))
+        for state, count in sorted(summary.counts.items()):
+            undelivered.add_metric([state], count)
+        yield age
+        yield undelivered
+
+
 class Metrics:
     """All metrics of one process."""
 
@@ -162,6 +189,40 @@ class Metrics:
             ["insurer"],
             registry=r,
         )
+        self.webhook_tries = Counter(
+            "asyncgate_webhook_deliveries_total",
+            "Webhook delivery tries by outcome: acknowledged (2xx), rejected (other status), timeout, unreachable",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_failed = Counter(
+            "asyncgate_webhook_events_failed_total",
+            "Events given up after the maximum delivery age (marked failed; redeliverable)",
+            registry=r,
+        )
+        self.webhook_delivery_lag = Histogram(
+            "asyncgate_webhook_delivery_lag_seconds",
+            "From an event's transition to its acknowledgement",
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0, 86400.0),
+        )
+        self._event_backlog: _EventBacklog | None = None
+
+    def watch_events(self, summary: Callable[[], Any]) -> None:
+        """Report undelivered events from `summary` (an EventStore.summary; a restarted lifespan replaces it)."""
+        if self._event_backlog is not None:
+            self.registry.unregister(self._event_backlog)
+        self._event_backlog = _EventBacklog(summary)
+        self.registry.register(self._event_backlog)
+
+    def webhook_try(self, outcome: str) -> None:
+        self.webhook_tries.labels(outcome=outcome).inc()
+
+    def webhook_gave_up(self) -> None:
+        self.webhook_failed.inc()
+
+    def webhook_lag(self, seconds: float) -> None:
+        self.webhook_delivery_lag.observe(max(0.0, seconds))
 
     def watch_orders(self, counts: Callable[[], dict[str, int]]) -> None:
         """Report orders by state from `counts` (a restarted lifespan replaces the previous source)."""

@@ -356,6 +356,7 @@ class OrderProcessor:
             count_call=attempt.kind == "call" or attempt.outcome == "unknown",
             # the returned log holds this step's attempt only (no read): what /process's answer shows
             full_log=False,
+            held=order,  # the order as leased to us: its event is built from it (docs/contract.md §8)
         )
         log.info(
             "order %s → %s (%s)",

@@ -6,7 +6,8 @@ pooled per insurer) and gateway, metrics, the insurers' health (adaptive throttl
 breakers) and the retry budget, both shared with the other processes through the order database
 (`shared_state`: a background sync in this runtime's task group), the learning loop, the
 operators' rules and the OrderProcessor that ties them together. `role` says whether the process
-makes orders' first calls ("api", serve) or re-executes them ("worker").
+makes orders' first calls ("api", serve) or re-executes them ("worker"). With a webhook configured,
+the order events' delivery loop (service/events/delivery.py), which both `serve` and `worker` run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import anyio.to_thread
 from service.breaker import BreakerPolicy
 from service.budget import RetryBudget, SharedRetryBudget
 from service.config import Settings
+from service.events.delivery import deliverer_from_settings
 from service.gateway import HttpTransport, InsurerGateway, InsurerRegistry, load_insurers, make_transport
 from service.health import InsurerHealth
 from service.learning.loop import Learning, open_learning
@@ -112,6 +114,7 @@ async def open_runtime(
         metrics.set_model(serving.version)
         own_client = http_client is None
         client = http_client or make_transport(connections_per_insurer=settings.http_max_connections)
+        deliverer = deliverer_from_settings(settings, store.events, metrics)  # before anything starts
         rules = RuleBook()
         await anyio.to_thread.run_sync(lambda: rules.load(store, force=True))
         stack = AsyncExitStack()
@@ -163,6 +166,9 @@ async def open_runtime(
                 watch=learning.watch,
                 rules=rules,
             )
+            if deliverer is not None:
+                metrics.watch_events(store.events.summary)
+                tasks.start_soon(deliverer.run)
             yield Runtime(settings, store, holder, gateway, metrics, processor, health, learning, rules, budget)
         finally:
             await stack.aclose()

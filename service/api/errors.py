@@ -28,6 +28,7 @@ from service.store import (
     RuleNotFound,
     StoreUnavailable,
 )
+from service.store.events import EventNotFound, EventPending
 
 #: First match wins: a subclass before its base.
 STATUS: dict[type[Exception], int] = {
@@ -35,8 +36,10 @@ STATUS: dict[type[Exception], int] = {
     InvalidCursor: 400,
     OrderNotFound: 404,
     RuleNotFound: 404,
+    EventNotFound: 404,
     OrderConflict: 409,
     InvalidTransition: 409,
+    EventPending: 409,
     ModelRejected: 409,
     ArtifactError: 409,
     PayloadTooLarge: 413,

@@ -1,7 +1,7 @@
 """The operations console at /console: server-rendered pages for the people who watch async orders.
 
 `install_console(app, settings)` (called by create_app) adds the pages (Overview, Orders, one order's
-timeline, Failures, Model), the login and requeue actions, the static files (Chart.js, vendored from
+timeline, Failures, Rules, Model, Events), the login and requeue actions, the static files (Chart.js, vendored from
 the npm registry, plus a little JavaScript and CSS: no CDN, works offline) and the HTML answers to
 the console's own exceptions. Nothing is opened or read at import.
 """
@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from service.api.auth import ApiKeys
 from service.config import Settings
-from service.console import actions, pages
+from service.console import actions, events, pages
 from service.console.access import ConsoleAccessDenied, ConsoleLoginRequired, CrossSiteRequest
 from service.console.activity import ActivityCache
 from service.console.render import PREFIX, STATIC_DIR, Renderer
@@ -31,6 +31,7 @@ def install_console(app: FastAPI, settings: Settings) -> None:
     app.state.console_keys = ApiKeys.parse(settings.api_keys) if settings.api_keys else None
     app.include_router(pages.router)
     app.include_router(actions.router)
+    app.include_router(events.router)  # the Events page (docs/contract.md §8)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="console-static")
 
     async def login_required(request: Request, exc: Exception) -> Response:

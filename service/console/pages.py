@@ -204,16 +204,20 @@ async def render_order(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    def read() -> tuple[Any, Any]:
+    def read() -> tuple[Any, Any, Any]:
         order = store.get(order_id)
-        return order, (store.transitions(order_id) if order is not None else [])
+        if order is None:
+            return None, [], []
+        return order, store.transitions(order_id), store.events.of_order(order.pk)
 
-    order, transitions = await anyio.to_thread.run_sync(read)
+    order, transitions, order_events = await anyio.to_thread.run_sync(read)
     if order is None:
         return page.page(request, "missing.html", "orders", status_code=404, what=f"order {order_id!r}")
     events = [("attempt", a.at, a) for a in order.attempt_log or ()]
     events += [("transition", t.at, t) for t in transitions]
-    events.sort(key=lambda e: (e[1], 0 if e[0] == "attempt" else 1))  # an attempt, then the move it caused
+    events += [("event", e.at, e) for e in order_events]  # docs/contract.md §8: each move's event and its delivery
+    rank = {"attempt": 0, "transition": 1, "event": 2}
+    events.sort(key=lambda e: (e[1], rank[e[0]]))  # an attempt, then the move it caused, then the move's event
     return page.page(
         request,
         "order.html",

@@ -1,5 +1,7 @@
 """The three per-order statements of the durable path on PostgreSQL, straight through an asyncpg pool.
 
+(Each transition's event is part of its statement: docs/contract.md §8.)
+
 `steps` defines every statement (SQLAlchemy expressions, built once with bind parameters) and its
 parameters; this module compiles reserve's, record_attempt's and record_query's statements once
 for asyncpg and runs them on a pool of its own, encoding the parameters and decoding the row as
@@ -149,8 +151,10 @@ class FastSteps:
         result: Any = None,
         now: dt.datetime,
         count_call: bool,
+        held: OrderRecord,
     ) -> OrderRecord:
-        """steps.record_attempt with full_log=False: the returned log holds the attempt written now."""
+        """steps.record_attempt with full_log=False and the held order given: the returned log holds
+        the attempt written now."""
         parameters = steps.record_parameters(
             order_pk,
             attempt,
@@ -162,6 +166,7 @@ class FastSteps:
             result=result,
             now=now,
             count_call=count_call,
+            held=held,
         )
         order, written = steps.recorded(await self._row(self._record, parameters), parameters)
         return dataclasses.replace(order, attempt_log=(written,))

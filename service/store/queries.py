@@ -13,8 +13,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
+from service.events.payload import encode_document, event_document, new_event_id
+from service.store.events import insert_event
 from service.store.records import (
     AttemptRecord,
+    EventFacts,
     FirstFailure,
     OrderRecord,
     attempt_from_row,
@@ -151,8 +154,10 @@ def insert_transition(
     reason: str,
     actor: str,
     now: dt.datetime,
+    event: EventFacts,
 ) -> None:
-    """Record a state change (from_state None: the order's creation)."""
+    """Record a state change (from_state None: the order's creation) and its event (docs/contract.md §8),
+    on the same connection, so the event commits, or not, with the transition (the outbox)."""
     conn.execute(
         sa.insert(transitions).values(
             order_pk=order_pk,
@@ -162,4 +167,26 @@ def insert_transition(
             reason=reason,
             actor=actor,
         )
+    )
+    event_id = new_event_id(now)
+    document = event_document(
+        event_id=event_id,
+        order_id=event.order_id,
+        insurer=event.insurer,
+        operation=event.operation,
+        from_state=None if from_state is None else from_state.value,
+        to_state=to_state.value,
+        attempts=event.attempts,
+        result=event.result,
+        failure=event.failure,
+        at=now,
+    )
+    insert_event(
+        conn,
+        event_id=event_id,
+        order_pk=order_pk,
+        order_id=event.order_id,
+        to_state=to_state.value,
+        body=encode_document(document),
+        now=now,
     )

@@ -75,6 +75,20 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class EventFacts:
+    """What a transition's event says about the order (docs/contract.md §8), from values its writer holds:
+    `attempts` after the step, the insurer's `result`, and `failure` (service/events/payload.py's
+    `failure_summary`) for a final failure."""
+
+    order_id: str
+    insurer: str
+    operation: str
+    attempts: int
+    result: Any = None
+    failure: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TransitionRecord:
     """A stored state change; `from_state` is None for the order's creation."""
 

@@ -32,10 +32,12 @@ from service.store.errors import (
     OrderNotFound,
     StoreUnavailable,
 )
+from service.store.events import EventStore
 from service.store.fastpath import FastSteps
 from service.store.insights import ConsoleReads
 from service.store.records import (
     AttemptRecord,
+    EventFacts,
     FirstFailure,
     NewAttempt,
     OrderRecord,
@@ -90,6 +92,7 @@ class OrderStore(RuleStore):
         self._autocommit = async_engine.execution_options(isolation_level="AUTOCOMMIT") if async_engine else None
         self._slots = anyio.CapacityLimiter(STORE_THREADS)
         self.insights = ConsoleReads(self._transaction)
+        self.events = EventStore(self._transaction, engine.dialect.name)
 
     @contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:
@@ -139,7 +142,7 @@ class OrderStore(RuleStore):
         if body is steps.reserve:
             order = await self._fast.reserve(*args, **kwargs)
             return _NOT_FAST if order is None else (order, True)
-        if body is steps.record_attempt and kwargs.get("full_log") is False:
+        if body is steps.record_attempt and kwargs.get("full_log") is False and kwargs.get("held") is not None:
             return await self._fast.record_attempt(*args, **{k: v for k, v in kwargs.items() if k != "full_log"})
         if body is steps.record_query:
             return await self._fast.record_query(*args, **kwargs)
@@ -186,8 +189,9 @@ class OrderStore(RuleStore):
         now: dt.datetime,
         count_call: bool,
         full_log: bool = True,
+        held: OrderRecord | None = None,
     ) -> OrderRecord:
-        """steps.record_attempt: the attempt, the move and the lease's release, all or nothing."""
+        """steps.record_attempt: the attempt, the move (with its event) and the lease's release, all or nothing."""
         return self.run(
             steps.record_attempt,
             order_pk,
@@ -201,6 +205,7 @@ class OrderStore(RuleStore):
             now=now,
             count_call=count_call,
             full_log=full_log,
+            held=held,
         )
 
     def record_query(
@@ -280,7 +285,9 @@ class OrderStore(RuleStore):
         OrderNotFound / InvalidTransition otherwise."""
         with self._transaction() as conn:
             row = conn.execute(
-                sa.select(orders.c.id, orders.c.state).where(orders.c.order_id == order_id).with_for_update()
+                sa.select(orders.c.id, orders.c.state, orders.c.insurer, orders.c.operation)
+                .where(orders.c.order_id == order_id)
+                .with_for_update()
             ).one_or_none()
             if row is None:
                 raise OrderNotFound(order_id)
@@ -308,6 +315,7 @@ class OrderStore(RuleStore):
                 reason="requeued",
                 actor=actor,
                 now=now,
+                event=EventFacts(order_id, row.insurer, row.operation, attempts=0),
             )
             return queries.load_order(conn, row.id)
 

@@ -1,17 +1,19 @@
 """The durable path's steps on an order, each the body of one transaction and, on PostgreSQL, one statement.
 
-    reserve         INSERT .. ON CONFLICT DO NOTHING RETURNING, with the creation's transition (a CTE)
-    record_attempt  the order's new state, the attempt and the transition (a CTE; FOR UPDATE on the lease)
+    reserve         INSERT .. ON CONFLICT DO NOTHING RETURNING, with the creation's transition and event (a CTE)
+    record_attempt  the order's new state, the attempt, the transition and its event (a CTE; FOR UPDATE
+                    on the lease)
     record_query    INSERT INTO attempts .. SELECT .. FROM the leased order
     claim_due       one UPDATE .. FROM a FOR UPDATE SKIP LOCKED CTE (queries.claim_statement)
     release / extend_lease   one UPDATE each
 
-On SQLite, where a data-modifying statement cannot sit in a CTE, `reserve` and `record_attempt`
-are short sequences of statements in the same (BEGIN IMMEDIATE) transaction, with the same effect;
-the store tests run every step on both dialects. Each function takes the transaction's
-connection first: `OrderStore` runs it synchronously (`run`) or without blocking the event loop
-(`run_async`: PostgreSQL's async driver, no thread; SQLite in a worker thread), so the API, the
-worker and every other caller share one definition of each step.
+On SQLite, where a data-modifying statement cannot sit in a CTE, `reserve` and `record_attempt` are
+short sequences of statements in the same (BEGIN IMMEDIATE) transaction, with the same effect; the
+store tests run every step on both dialects. Every transition's event (docs/contract.md §8) is
+written by the transition's own statement, or its transaction on SQLite: the transactional outbox.
+Each function takes the transaction's connection first: `OrderStore` runs it synchronously (`run`)
+or without blocking the event loop (`run_async`: PostgreSQL's async driver, no thread; SQLite in a
+worker thread), so the API, the worker and every other caller share one definition of each step.
 """
 
 from __future__ import annotations
@@ -25,17 +27,20 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from service.events.payload import encode_document, event_document, failure_summary, new_event_id
 from service.store import queries
 from service.store.errors import LeaseLost, OrderConflict
+from service.store.events import txid_expression
 from service.store.records import (
     AttemptRecord,
+    EventFacts,
     LastOutcome,
     NewAttempt,
     OrderRecord,
     attempt_from_row,
     order_from_row,
 )
-from service.store.tables import OrderState, attempts, orders, transitions
+from service.store.tables import OrderState, attempts, events, orders, transitions
 
 _LAST_OUTCOME: Final[dict[str, LastOutcome]] = {
     "success": "success",
@@ -87,6 +92,41 @@ def _bound(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return {prefix + name: value for name, value in values.items()}
 
 
+_EVENT_FIELDS: Final = ("event_id", "order_id", "to_state", "at", "body", "next_attempt_at")
+
+
+def _event_insert(source: sa.Select[Any]) -> sa.Insert:
+    """INSERT INTO events the row of each order `source` selects (its first column: the order's pk),
+    due for delivery at once, with the writing transaction's id (the feed's position)."""
+    select = source.add_columns(*_params(events, "e_", _EVENT_FIELDS), txid_expression().label("txid"))
+    return sa.insert(events).from_select(["order_pk", *_EVENT_FIELDS, "txid"], select)
+
+
+def _event_parameters(facts: EventFacts, from_state: str | None, to_state: str, now: dt.datetime) -> dict[str, Any]:
+    """The event's bind parameters: its id, and its document (docs/contract.md §8) built in Python."""
+    event_id = new_event_id(now)
+    document = event_document(
+        event_id=event_id,
+        order_id=facts.order_id,
+        insurer=facts.insurer,
+        operation=facts.operation,
+        from_state=from_state,
+        to_state=to_state,
+        attempts=facts.attempts,
+        result=facts.result,
+        failure=facts.failure,
+        at=now,
+    )
+    values = {"event_id": event_id, "order_id": facts.order_id, "to_state": to_state, "at": now}
+    return _bound("e_", values | {"body": encode_document(document), "next_attempt_at": now})
+
+
+def _insert_event(conn: sa.Connection, order_pk: int, parameters: dict[str, Any]) -> None:
+    """SQLite: the event row, in the transition's transaction."""
+    row = {name: parameters["e_" + name] for name in _EVENT_FIELDS}
+    conn.execute(sa.insert(events).values(row | {"order_pk": order_pk}))
+
+
 # -- reserve ------------------------------------------------------------------------------------
 
 
@@ -106,7 +146,8 @@ def reserve_statement(postgres: bool) -> sa.Executable:
     transition = (
         sa.insert(transitions).from_select(["order_pk", "from_state", *_TRANSITION_FIELDS], creation).cte("transition")
     )
-    return sa.select(inserted).add_cte(transition)
+    event = _event_insert(sa.select(inserted.c.id)).cte("event")
+    return sa.select(inserted).add_cte(transition).add_cte(event)
 
 
 @functools.cache
@@ -141,6 +182,7 @@ def reserve(
     row = conn.execute(reserve_statement(postgres), parameters).mappings().first()
     if row is not None and not postgres:
         conn.execute(_transition_statement(), parameters | {"t_order_pk": row["id"], "t_from_state": None})
+        _insert_event(conn, row["id"], parameters)
     if row is not None:
         return order_from_row(row), True
     return replayed(queries.find_order(conn, order_id), order_id, request_hash), False
@@ -174,7 +216,9 @@ def reserve_parameters(
         "updated_at": now,
     }
     creation = {"at": now, "to_state": OrderState.ASYNC_PROCESSING.value, "reason": "received", "actor": lease_owner}
-    return _bound("o_", values) | _bound("t_", creation)
+    facts = EventFacts(order_id, insurer, operation, attempts=0)
+    event = _event_parameters(facts, None, OrderState.ASYNC_PROCESSING.value, now)
+    return _bound("o_", values) | _bound("t_", creation) | event
 
 
 def replayed(existing: OrderRecord | None, order_id: str, request_hash: str) -> OrderRecord:
@@ -242,17 +286,18 @@ def record_statement() -> sa.Executable:
     )
     # `held` found the order, so `updated` changed it: the transition needs no other condition
     moved = sa.select(held.c.id, held.c.state.label("from_state"), *_params(transitions, "t_", _TRANSITION_FIELDS))
+    changed = held.c.state != sa.bindparam("t_to_state")
     transition = (
         sa.insert(transitions)
-        .from_select(
-            ["order_pk", "from_state", *_TRANSITION_FIELDS], moved.where(held.c.state != sa.bindparam("t_to_state"))
-        )
+        .from_select(["order_pk", "from_state", *_TRANSITION_FIELDS], moved.where(changed))
         .cte("transition")
     )
+    event = _event_insert(sa.select(held.c.id).where(changed)).cte("event")
     return (
         sa.select(updated, *[c.label(_ATTEMPT + c.name) for c in written.c])
         .select_from(updated.join(written, written.c.order_pk == updated.c.id))
         .add_cte(transition)
+        .add_cte(event)
     )
 
 
@@ -284,16 +329,25 @@ def record_attempt(
     now: dt.datetime,
     count_call: bool,
     full_log: bool = True,
+    held: OrderRecord | None = None,
 ) -> OrderRecord:
     """Write the attempt, move the order to `new_state`, release the lease: all or nothing.
 
     Raises LeaseLost, writing nothing, if `lease_owner` no longer holds the order. `attempts`
     grows by one when `count_call`; a failure (or unknown outcome) sets `category` (when given) and,
     the first time, `first_failure_at`; a skip before any call marks the order `not_sent` (nothing
-    to query before sending it); `result` is stored when given. A transition row is added when
-    the state changes. Returns the order with its whole attempt log, or, with `full_log=False`,
-    with only the attempt written now (no read: the hot path's case).
+    to query before sending it); `result` is stored when given. A transition row and its event are
+    added when the state changes. Returns the order with its whole attempt log, or, with
+    `full_log=False`, with only the attempt written now (no read: the hot path's case).
+
+    `held` is the order as the lease holder holds it (its reserve's or claim's record: nothing else
+    changes a leased order), from which the event is built; without it the order is read first.
     """
+    if held is None:
+        row = conn.execute(sa.select(orders).where(orders.c.id == order_pk)).mappings().first()
+        if row is None:
+            raise LeaseLost(order_pk, lease_owner)
+        held = order_from_row(row)
     parameters = record_parameters(
         order_pk,
         attempt,
@@ -305,6 +359,7 @@ def record_attempt(
         result=result,
         now=now,
         count_call=count_call,
+        held=held,
     )
     if _postgres(conn):
         order, written = recorded(conn.execute(record_statement(), parameters).mappings().first(), parameters)
@@ -326,8 +381,10 @@ def record_parameters(
     result: Any,
     now: dt.datetime,
     count_call: bool,
+    held: OrderRecord,
 ) -> dict[str, Any]:
-    """The bind parameters of record_attempt's statements; ValueError for an impossible move."""
+    """The bind parameters of record_attempt's statements, the event's built from `held` (the order
+    before the step); ValueError for an impossible move."""
     new_state = OrderState(new_state)
     if new_state is OrderState.ASYNC_PROCESSING and next_attempt_at is None:
         raise ValueError("an order kept in ASYNC_PROCESSING needs a next_attempt_at")
@@ -347,7 +404,20 @@ def record_parameters(
     }
     parameters |= _bound("a_", _attempt_values(attempt, actor=actor, now=now))
     parameters |= _bound("t_", {"at": now, "to_state": new_state.value, "reason": reason, "actor": actor})
-    return parameters
+    facts = EventFacts(
+        held.order_id,
+        held.insurer,
+        held.operation,
+        attempts=held.attempts + (1 if count_call else 0),
+        result=result,
+        failure=failure_summary(
+            error_code=attempt.error_code if failed else None,
+            error_message=attempt.error_message if failed else None,
+            http_status=attempt.http_status if failed else None,
+            category=attempt.category if failed and attempt.category else held.category,
+        ),
+    )
+    return parameters | _event_parameters(facts, held.state.value, new_state.value, now)
 
 
 def recorded(row: Mapping[Any, Any] | None, parameters: dict[str, Any]) -> tuple[OrderRecord, AttemptRecord]:
@@ -378,6 +448,7 @@ def _record_in_steps(
     attempt = attempt_from_row(conn.execute(insert, parameters | {"a_order_pk": order_pk}).mappings().one())
     if held.state != parameters["t_to_state"]:
         conn.execute(_transition_statement(), parameters | {"t_order_pk": order_pk, "t_from_state": held.state})
+        _insert_event(conn, order_pk, parameters)
     return order, attempt
 
 

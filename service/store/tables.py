@@ -196,3 +196,47 @@ insurer_budget = sa.Table(
     sa.Column("burst", sa.Integer(), nullable=False),
     sa.Column("granted", sa.BigInteger(), nullable=False, server_default="0"),
 )
+
+# Order events (migration 0006, docs/contract.md §8): the transactional outbox. One row per
+# transition, inserted by the transition's own statement (service/store/steps.py;
+# queries.insert_transition for requeues) and so committed or lost with it. `body` is the event's
+# JSON exactly as the feed serves it and the webhook signs it. `txid` (PostgreSQL only, the writing
+# transaction's pg_current_xact_id()) is the feed's commit-ordered position with `id`
+# (service/store/events.py); SQLite, one writer at a time, orders by `id` alone. The delivery
+# columns: `delivery_state` pending → delivered, or failed after the maximum age; `next_attempt_at`
+# (null: due at once), a lease like the orders', and what the last try got.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(40), nullable=False),
+    sa.Column("order_pk", BigId, sa.ForeignKey("orders.id", name="fk_events_order"), nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=False),
+    sa.Column("to_state", sa.String(20), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("txid", sa.BigInteger(), nullable=True),
+    sa.Column("delivery_state", sa.String(10), nullable=False, server_default="pending"),
+    sa.Column("delivery_attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("retry_since", UTCDateTime(), nullable=True),  # the maximum age counts from here (redeliver), else `at`
+    sa.Column("lease_owner", sa.String(160), nullable=True),
+    sa.Column("lease_until", UTCDateTime(), nullable=True),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.Column("last_status", sa.Integer(), nullable=True),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.UniqueConstraint("event_id", name="uq_events_event_id"),
+)
+# the feed's order on PostgreSQL (on SQLite, where txid is null, it goes unused); an order's events in
+# order (head of line, the timeline)
+sa.Index("ix_events_txid", events.c.txid, events.c.id)
+sa.Index("ix_events_order", events.c.order_pk, events.c.id)
+# the delivery claim and the console's counts: only undelivered events on PostgreSQL (a partial index
+# that `delivery_state = 'pending'` implies), all of them on SQLite, where the predicate is not rendered
+sa.Index(
+    "ix_events_undelivered",
+    events.c.delivery_state,
+    events.c.next_attempt_at,
+    events.c.id,  # the claim's order: read in index order, it stops at its LIMIT
+    postgresql_where=events.c.delivery_state != "delivered",
+)

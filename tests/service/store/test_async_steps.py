@@ -5,6 +5,7 @@ per-order statements), with leases, replays, conflicts and outages handled the s
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ from service.store import (
     steps,
 )
 from service.store.fastpath import FastSteps
-from service.store.tables import attempts, transitions
+from service.store.tables import attempts, events, transitions
 from tests.service.store.conftest import T0, at, count
 
 T = TypeVar("T")
@@ -117,6 +118,7 @@ def test_reserve_record_and_query_match_the_blocking_path(run: Runner, store: Or
             now=at(1),
             count_call=True,
             full_log=False,
+            held=reserved,
         )
         [claimed] = await store.run_async(steps.claim_due, "w1", batch=5, lease_s=30, now=at(61))
         query = NewAttempt(kind="query", outcome="not_found", http_status=404, latency_ms=2.0)
@@ -134,6 +136,7 @@ def test_reserve_record_and_query_match_the_blocking_path(run: Runner, store: Or
             now=at(63),
             count_call=True,
             full_log=False,
+            held=claimed,
         )
         released = await store.run_async(steps.release, claimed.pk, "w1")
         return reserved, created, kept, queried, done, released
@@ -174,6 +177,15 @@ def test_reserve_record_and_query_match_the_blocking_path(run: Runner, store: Or
         (OrderState.ASYNC_PROCESSING, OrderState.SUCCEEDED, "w1"),
     ]
     assert (count(engine, attempts), count(engine, transitions)) == (3, 2)
+    # each transition's event, written by its statement (docs/contract.md §8)
+    with engine.connect() as conn:
+        bodies = [json.loads(b) for b in conn.execute(sa.select(events.c.body).order_by(events.c.id)).scalars()]
+    assert [(e["from_state"], e["to_state"], e["order"]["attempts"]) for e in bodies] == [
+        (None, "ASYNC_PROCESSING", 0),
+        ("ASYNC_PROCESSING", "SUCCEEDED", 2),
+    ]
+    assert bodies[1]["order"]["result"] == {"policy_no": "P-1", "金额": 10}
+    assert bodies[1]["order"]["insurer"] == "acme" and bodies[1]["order"]["operation"] == "underwrite"
 
 
 def test_a_skip_before_any_call_marks_the_order_not_sent(run: Runner) -> None:

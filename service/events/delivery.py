@@ -1,0 +1,325 @@
+"""Webhook delivery (docs/contract.md §8): claim due events under a lease, POST them signed, record the answer.
+
+Every `asyncgate serve` and `asyncgate worker` process with ASYNCGATE_WEBHOOK_URL and
+ASYNCGATE_WEBHOOK_SECRET runs one `Deliverer` (started by service/runtime.py). The loop:
+
+1. once half its slots (or all) are free, claim that many due events (`EventStore.claim_deliveries`:
+   pending, due, lease free, every earlier event of the order delivered), leased for `lease_s`;
+2. POST each at once (at most `concurrency` at a time per process to the one endpoint), signed with a
+   fresh `webhook-timestamp`, no redirects followed, with a timeout;
+3. 2xx: the acknowledgement is queued and written in batches (a few ms later); then the loop is woken,
+   since the order's next event may now be due. Anything else: the try is recorded at once with the
+   next due time (service/events/backoff.py), or `failed` when the maximum age is spent.
+
+A lease is far longer than a try (`lease_s` > 2 x the timeout), so no other process sends the event
+while this one may still be sending it. When the process stops, queued acknowledgements are written
+and the leases of events not yet answered are given back. A process that dies loses nothing: its
+leases expire and another process sends those events again (at least once: receivers deduplicate by
+`webhook-id`, the event_id). Nothing here logs the secret or the signature.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from service.config import Settings
+from service.errors import AsyncgateError
+from service.events.backoff import DeliveryBackoff
+from service.events.signing import Signer
+from service.metrics import Metrics
+from service.store import StoreUnavailable
+from service.store.events import EventRecord, EventStore
+
+log = logging.getLogger("asyncgate.events")
+
+#: How long acknowledgements wait to be written together.
+ACK_FLUSH_S: Final = 0.02
+#: The most of a refusal's body kept as its last_error.
+ERROR_BODY_CHARS: Final = 200
+#: The most of any answer's body read (an acknowledgement's body is not needed).
+MAX_ANSWER_BYTES: Final = 4096
+
+
+class WebhookConfigInvalid(AsyncgateError, ValueError):
+    """Webhook delivery is misconfigured: {problem}"""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem=problem)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One try's answer: `kind` is acknowledged, rejected (an HTTP answer that is not 2xx), timeout or unreachable."""
+
+    kind: str
+    status: int | None
+    error: str
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.kind == "acknowledged"
+
+
+def endpoint_label(url: str) -> str:
+    """The URL without credentials, query or fragment, for logs and the console."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookConfigInvalid(f"ASYNCGATE_WEBHOOK_URL must be an http(s) URL, got {endpoint_label(url)!r}")
+    return url
+
+
+class Deliverer:
+    """The delivery loop of one process (see the module docstring); `run()` until cancelled."""
+
+    def __init__(
+        self,
+        events: EventStore,
+        signer: Signer,
+        backoff: DeliveryBackoff,
+        metrics: Metrics,
+        *,
+        url: str,
+        owner: str,
+        lease_s: float = 60.0,
+        batch: int = 100,
+        concurrency: int = 16,
+        timeout_s: float = 10.0,
+        poll_s: float = 0.5,
+        rng: random.Random | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if lease_s <= 2 * timeout_s:
+            raise WebhookConfigInvalid(
+                f"the delivery lease ({lease_s} s) must be longer than twice the timeout ({timeout_s} s)"
+            )
+        self.events = events
+        self.signer = signer
+        self.backoff = backoff
+        self.metrics = metrics
+        self.url = check_url(url)
+        self.owner = owner
+        self.lease_s = lease_s
+        self.batch = batch
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.transport = transport
+        self._slots = anyio.Semaphore(concurrency)
+        self._wake = anyio.Event()
+        self._acks_ready = anyio.Event()
+        self._acks: list[tuple[EventRecord, int]] = []
+        self._leased: set[int] = set()
+        self._store_down_logged = False
+
+    def _client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeout_s),
+            limits=limits,
+            follow_redirects=False,
+            trust_env=False,
+            transport=self.transport,
+        )
+
+    def _wake_up(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        log.info("delivering events to %s", endpoint_label(self.url), extra={"owner": self.owner})
+        try:
+            async with self._client() as client, anyio.create_task_group() as tasks:
+                tasks.start_soon(self._flush_acks_forever)
+                while True:
+                    try:
+                        await self._claim_and_send(client, tasks)
+                    except Exception:  # a bug or an unexpected database error must not stop serve or the worker
+                        log.exception("event delivery: claim failed unexpectedly", extra={"owner": self.owner})
+                        await anyio.sleep(self.poll_s)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._flush_acks()
+                unanswered = sorted(self._leased)
+                if unanswered:
+                    try:
+                        await anyio.to_thread.run_sync(lambda: self.events.release_deliveries(self.owner, unanswered))
+                    except StoreUnavailable:
+                        pass  # their leases expire
+            log.info("event delivery stopped", extra={"owner": self.owner})
+
+    async def _claim_and_send(self, client: httpx.AsyncClient, tasks: anyio.abc.TaskGroup) -> None:
+        free = int(self._slots.value)
+        if free < max(1, self.concurrency // 2) and free < self.concurrency:
+            await self._wait(None)  # claim in batches: when half the slots are free, or all of them
+            return
+        try:
+            claimed = await anyio.to_thread.run_sync(
+                lambda: self.events.claim_deliveries(
+                    self.owner, batch=min(self.batch, free), lease_s=self.lease_s, now=self.clock()
+                )
+            )
+        except StoreUnavailable as exc:
+            self._store_down(exc)
+            await anyio.sleep(self.poll_s)
+            return
+        self._store_down_logged = False
+        if not claimed:
+            await self._wait(self.poll_s)
+            return
+        for event in claimed:
+            self._slots.acquire_nowait()  # claimed no more than the free slots
+            self._leased.add(event.pk)
+            tasks.start_soon(self._deliver, client, event)
+
+    async def _wait(self, seconds: float | None) -> None:
+        with anyio.move_on_after(seconds if seconds is not None else self.poll_s):
+            await self._wake.wait()
+        self._wake = anyio.Event()
+
+    def _store_down(self, exc: StoreUnavailable) -> None:
+        if not self._store_down_logged:
+            log.warning("event delivery paused, database unavailable: %s", exc, extra={"owner": self.owner})
+            self._store_down_logged = True
+
+    async def _deliver(self, client: httpx.AsyncClient, event: EventRecord) -> None:
+        try:
+            outcome = await self.send(client, event)
+        except Exception as exc:  # not the network's (send maps those): tried again after the lease
+            log.exception("event delivery failed unexpectedly", extra={"event_id": event.event_id})
+            outcome = Outcome("unreachable", None, f"{type(exc).__name__}: {exc}"[:500])
+        finally:
+            self._slots.release()
+            self._wake_up()
+        self.metrics.webhook_try(outcome.kind)
+        if outcome.acknowledged:
+            assert outcome.status is not None
+            self._acks.append((event, outcome.status))
+            self._acks_ready.set()
+            return
+        now = self.clock()
+        tries = event.delivery_attempts + 1
+        due = self.backoff.next_try(tries=tries, since=event.age_from, now=now, rng=self.rng)
+        context = {"event_id": event.event_id, "order_id": event.order_id, "tries": tries, "outcome": outcome.kind}
+        if due is None:
+            log.warning("event %s not delivered, giving up: %s", event.event_id, outcome.error, extra=context)
+            self.metrics.webhook_gave_up()
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: self.events.delivery_failed(
+                    self.owner, event.pk, status=outcome.status, error=outcome.error, next_attempt_at=due
+                )
+            )
+        except StoreUnavailable as exc:
+            self._store_down(exc)  # the lease expires and the event is tried again
+        except Exception:
+            log.exception("event delivery: recording a try failed", extra={"event_id": event.event_id})
+        finally:
+            self._leased.discard(event.pk)
+
+    async def send(self, client: httpx.AsyncClient, event: EventRecord) -> Outcome:
+        """POST one event, signed now; the answer as an Outcome (never raises for the network's sake)."""
+        body = event.body.encode("utf-8")
+        headers = self.signer.headers(event.event_id, int(time.time()), body)
+        try:
+            async with client.stream("POST", self.url, content=body, headers=headers) as response:
+                answer = b""
+                async for chunk in response.aiter_bytes():
+                    answer += chunk
+                    if len(answer) >= MAX_ANSWER_BYTES:
+                        break
+        except httpx.TimeoutException as exc:
+            return Outcome("timeout", None, f"{type(exc).__name__}: no answer within {self.timeout_s:g} s")
+        except httpx.HTTPError as exc:
+            return Outcome("unreachable", None, f"{type(exc).__name__}: {exc}"[:500])
+        status = response.status_code
+        if 200 <= status < 300:
+            return Outcome("acknowledged", status, "")
+        text = answer[:ERROR_BODY_CHARS].decode("utf-8", "replace").strip()
+        where = f" (to {response.headers.get('location', '')[:200]}, not followed)" if 300 <= status < 400 else ""
+        return Outcome("rejected", status, f"HTTP {status}{where}: {text}" if text else f"HTTP {status}{where}")
+
+    async def _flush_acks_forever(self) -> None:
+        while True:
+            await self._acks_ready.wait()
+            self._acks_ready = anyio.Event()
+            await anyio.sleep(ACK_FLUSH_S)
+            await self._flush_acks()
+            self._wake_up()  # the next events of these orders may be due now
+
+    async def _flush_acks(self) -> None:
+        if not self._acks:
+            return
+        acks, self._acks = self._acks, []
+        now = self.clock()
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: self.events.acknowledge(self.owner, [(e.pk, status) for e, status in acks], now=now)
+            )
+        except StoreUnavailable as exc:
+            self._store_down(exc)  # the leases expire and these events are sent again (at least once)
+        except Exception:
+            log.exception("event delivery: writing acknowledgements failed", extra={"owner": self.owner})
+        else:
+            for event, _ in acks:
+                self.metrics.webhook_lag((now - event.at).total_seconds())
+        finally:
+            for event, _ in acks:
+                self._leased.discard(event.pk)
+
+
+def new_owner() -> str:
+    return f"events:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def deliverer_from_settings(settings: Settings, events: EventStore, metrics: Metrics) -> Deliverer | None:
+    """The process's Deliverer, or None when no webhook is configured (both URL and secret unset).
+
+    WebhookConfigInvalid (or WebhookSecretInvalid) when only one is set or either is malformed: a
+    process told to deliver must not start without delivering. No message quotes the secret."""
+    if not settings.webhook_url and not settings.webhook_secret:
+        return None
+    if not settings.webhook_url or not settings.webhook_secret:
+        missing = "ASYNCGATE_WEBHOOK_URL" if not settings.webhook_url else "ASYNCGATE_WEBHOOK_SECRET"
+        raise WebhookConfigInvalid(f"{missing} is not set (both are needed to deliver events)")
+    if settings.webhook_retry_max_s < settings.webhook_retry_base_s:
+        raise WebhookConfigInvalid("ASYNCGATE_WEBHOOK_RETRY_MAX_S must be at least ASYNCGATE_WEBHOOK_RETRY_BASE_S")
+    return Deliverer(
+        events,
+        Signer.from_secret(settings.webhook_secret),
+        DeliveryBackoff(
+            base_s=settings.webhook_retry_base_s,
+            max_s=settings.webhook_retry_max_s,
+            max_age_s=settings.webhook_max_age_s,
+        ),
+        metrics,
+        url=settings.webhook_url,
+        owner=new_owner(),
+        lease_s=settings.webhook_lease_s,
+        batch=settings.webhook_batch,
+        concurrency=settings.webhook_concurrency,
+        timeout_s=settings.webhook_timeout_s,
+        poll_s=settings.webhook_poll_s,
+    )

@@ -1,0 +1,194 @@
+"""Webhook delivery (docs/contract.md §8) from a running app to a real HTTP receiver that verifies each
+delivery with the `standardwebhooks` library: signed, in order per order, retried, given up after
+the maximum age and redelivered, no redirect followed, the secret never logged."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from service.events.delivery import WebhookConfigInvalid
+from service.events.signing import WebhookSecretInvalid
+from tests.receiver import SECRET, Receiver, check_in_order, dump
+from tests.service.conftest import Service, busy, final
+
+FAST: dict[str, Any] = {
+    "webhook_secret": SECRET,
+    "webhook_retry_base_s": 0.05,
+    "webhook_retry_max_s": 0.2,
+    "webhook_poll_s": 0.05,
+    "webhook_timeout_s": 1.0,
+    "webhook_lease_s": 5.0,
+}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def metric(service: Service, name: str) -> float:
+    text = service.client.get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def delivery_states(service: Service) -> list[str]:
+    return [e.delivery_state for e in service.app.state.store.events.recent(limit=1000)]
+
+
+def test_every_event_is_delivered_signed_and_in_order_per_order(
+    start_service: Callable[..., Service], receiver: Receiver
+) -> None:
+    service = start_service(webhook_url=receiver.url, **FAST)
+    service.insurer.script("P-final", final())
+    service.insurer.script("P-busy", busy())
+    for order_id in ("P-ok", "P-final", "P-busy"):
+        service.process(order_id)
+    service.client.post("/orders/P-final/requeue")
+    wait_for(lambda: len(receiver.acknowledged()) == 6, "six events acknowledged")
+    assert check_in_order(receiver.log) == {
+        "P-ok": ["ASYNC_PROCESSING", "SUCCEEDED"],
+        "P-final": ["ASYNC_PROCESSING", "FAILED", "ASYNC_PROCESSING"],
+        "P-busy": ["ASYNC_PROCESSING"],
+    }
+    feed = service.client.get("/events", params={"limit": 100}).json()["events"]
+    assert {e["event_id"]: e for e in feed} == receiver.acknowledged()  # the feed's and the webhook's documents
+    wait_for(lambda: set(delivery_states(service)) == {"delivered"}, "every event marked delivered")
+    assert metric(service, 'asyncgate_webhook_deliveries_total{outcome="acknowledged"}') >= 6
+    assert metric(service, "asyncgate_events_oldest_undelivered_age_seconds") == 0.0
+
+
+def test_a_refusing_receiver_gets_the_event_again_until_it_acknowledges(
+    start_service: Callable[..., Service], receiver: Receiver
+) -> None:
+    receiver.fail_first = 3
+    service = start_service(webhook_url=receiver.url, **FAST)
+    service.process("P1")
+    wait_for(lambda: len(receiver.acknowledged()) == 2, "both events acknowledged")
+    statuses = [(d.document or {}).get("to_state") for d in receiver.log if d.status == 500]
+    assert statuses.count("ASYNC_PROCESSING") == 3 and statuses.count("SUCCEEDED") == 3
+    assert check_in_order(receiver.log) == {"P1": ["ASYNC_PROCESSING", "SUCCEEDED"]}
+    events = service.app.state.store.events.recent()
+    wait_for(lambda: set(delivery_states(service)) == {"delivered"}, "marked delivered")
+    assert all(e.delivery_attempts >= 3 for e in events)
+    assert metric(service, 'asyncgate_webhook_deliveries_total{outcome="rejected"}') == 6
+
+
+def test_an_event_past_the_maximum_age_is_failed_then_redelivered(
+    start_service: Callable[..., Service], receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    receiver.mode = "fail"
+    service = start_service(webhook_url=receiver.url, webhook_max_age_s=0.3, **FAST)
+    service.process("P1")
+    store = service.app.state.store
+    wait_for(lambda: "failed" in delivery_states(service), "the first event failed")
+    [failed] = store.events.failed()
+    assert failed.to_state == "ASYNC_PROCESSING" and failed.last_status == 500
+    assert failed.last_error.startswith("HTTP 500")
+    time.sleep(0.3)
+    # in order per order: the order's next event is not sent while the failed one is not acknowledged
+    assert all((d.document or {}).get("to_state") == "ASYNC_PROCESSING" for d in receiver.log)
+    assert metric(service, "asyncgate_webhook_events_failed_total") == 1
+    assert metric(service, 'asyncgate_events_undelivered{state="failed"}') == 1
+    assert metric(service, "asyncgate_events_oldest_undelivered_age_seconds") > 0
+    receiver.mode = "ok"
+    assert service.client.post(f"/admin/events/{failed.event_id}/redeliver").status_code == 200
+    wait_for(lambda: len(receiver.acknowledged()) == 2, "both events acknowledged after redeliver")
+    assert check_in_order(receiver.log) == {"P1": ["ASYNC_PROCESSING", "SUCCEEDED"]}
+    text = caplog.text + "".join(d.document.__repr__() for d in receiver.log)
+    key = SECRET.removeprefix("whsec_")
+    assert SECRET not in text and key not in text, "the secret was logged"
+
+
+def test_a_redirect_is_not_followed(start_service: Callable[..., Service], receiver: Receiver) -> None:
+    receiver.mode = "redirect"
+    service = start_service(webhook_url=receiver.url, **FAST)
+    service.process("P1")
+    wait_for(lambda: len(receiver.log) >= 2, "two tries")
+    assert {d.status for d in receiver.log} == {307}  # nothing was sent to /elsewhere
+    events = service.app.state.store.events.recent()
+    assert any("307" in (e.last_error or "") and "not followed" in (e.last_error or "") for e in events)
+    assert set(delivery_states(service)) == {"pending"}
+
+
+def test_a_slow_receiver_times_out_and_the_event_is_sent_again(
+    start_service: Callable[..., Service], receiver: Receiver
+) -> None:
+    receiver.mode, receiver.slow_s = "slow", 1.5
+    service = start_service(webhook_url=receiver.url, **(FAST | {"webhook_timeout_s": 0.3, "webhook_lease_s": 2}))
+    service.process("P1")
+    wait_for(
+        lambda: any("no answer within" in (e.last_error or "") for e in service.app.state.store.events.recent()),
+        "a timeout",
+    )
+    receiver.mode = "ok"
+    wait_for(lambda: len(receiver.acknowledged()) == 2, "both acknowledged", timeout_s=30)
+    assert check_in_order(receiver.log) == {"P1": ["ASYNC_PROCESSING", "SUCCEEDED"]}, dump(receiver.log)
+    assert metric(service, 'asyncgate_webhook_deliveries_total{outcome="timeout"}') >= 1
+
+
+def test_without_a_webhook_events_wait_for_the_feed(start_service: Callable[..., Service]) -> None:
+    service = start_service()
+    service.process("P1")
+    time.sleep(0.2)
+    assert set(delivery_states(service)) == {"pending"}
+    assert "asyncgate_events_oldest_undelivered_age_seconds" not in service.client.get("/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "says"),
+    [
+        ({"webhook_url": "http://127.0.0.1:9/hook"}, WebhookConfigInvalid, "ASYNCGATE_WEBHOOK_SECRET is not set"),
+        ({"webhook_secret": SECRET}, WebhookConfigInvalid, "ASYNCGATE_WEBHOOK_URL is not set"),
+        ({"webhook_url": "ftp://x/y", "webhook_secret": SECRET}, WebhookConfigInvalid, "http(s) URL"),
+        ({"webhook_url": "http://h/x", "webhook_secret": "sekrit-value"}, WebhookSecretInvalid, "whsec_"),
+        ({"webhook_url": "http://h/x", "webhook_secret": "whsec_%%%sekrit"}, WebhookSecretInvalid, "base64"),
+        ({"webhook_url": "http://h/x", "webhook_secret": "whsec_c2hvcnQ="}, WebhookSecretInvalid, "5 bytes"),
+    ],
+)
+def test_a_misconfigured_webhook_stops_the_start_without_quoting_the_secret(
+    start_service: Callable[..., Service], settings: dict[str, str], error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error) as raised:
+        start_service(**settings)
+    assert says in str(raised.value)
+    assert "sekrit" not in str(raised.value) and SECRET not in str(raised.value)
+
+
+def test_an_unexpected_error_in_the_claim_does_not_stop_delivery(
+    start_service: Callable[..., Service], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.store.events import EventStore
+
+    claim = EventStore.claim_deliveries
+    calls = {"n": 0}
+
+    def flaky(self: EventStore, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise RuntimeError("a bug")
+        return claim(self, *args, **kwargs)
+
+    monkeypatch.setattr(EventStore, "claim_deliveries", flaky)
+    service = start_service(webhook_url=receiver.url, **FAST)
+    service.process("P1")
+    wait_for(lambda: len(receiver.acknowledged()) == 2, "both events acknowledged after the failed claims")
+    assert calls["n"] > 2
+    assert service.client.get("/healthz").status_code == 200
