@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from service.budget import SharedRetryBudget
 from service.health import InsurerHealth
 from service.metrics import Metrics
-from service.store import StoreUnavailable, create_db_engine, migrate
+from service.store import StoreUnavailable, create_db_engine, migrate, steps
 from service.store.insurer_state import InsurerStateStore, Traffic
 from service.throttle import ThrottlePolicy
 
@@ -346,6 +346,10 @@ def test_a_refused_reexecution_gives_its_token_back_and_is_requeued_due_now() ->
         def release(self, pk: int, owner: str, *, next_attempt_at: dt.datetime | None = None) -> bool:
             self.released.append((pk, next_attempt_at))
             return True
+
+        async def run_async(self, body: Any, *args: Any, **kwargs: Any) -> Any:
+            assert body is steps.release, f"the worker only releases here, not {body}"
+            return self.release(*args, **kwargs)
 
     store = Store()
     budget = RetryBudget(0.001, 1)  # one token, next in 1,000 s
