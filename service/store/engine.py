@@ -93,10 +93,9 @@ def create_async_db_engine(
     parsed = make_url(normalize_db_url(url))
     if parsed.get_backend_name() == "sqlite":
         return None
-    _, settings = asyncpg_connect_args(parsed)
-    query = {k: v for k, v in parsed.query.items() if k not in ("options", "connect_timeout")}
+    plain, settings = _asyncpg_url(parsed)
     return create_async_engine(
-        parsed.set(drivername="postgresql+asyncpg", query=query),
+        plain.set(drivername="postgresql+asyncpg"),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout_s,
@@ -105,8 +104,14 @@ def create_async_db_engine(
 
 
 def asyncpg_connect_args(url: sa.URL) -> tuple[str, dict[str, str]]:
-    """asyncpg's DSN and server settings for a PostgreSQL URL: libpq's `options=-cNAME=VALUE` (how
-    tests and benchmarks pick a schema) becomes `server_settings`; `connect_timeout` is dropped."""
+    """asyncpg's DSN and server settings for a PostgreSQL URL (see `_asyncpg_url`)."""
+    plain, settings = _asyncpg_url(url)
+    return plain.render_as_string(hide_password=False), settings
+
+
+def _asyncpg_url(url: sa.URL) -> tuple[sa.URL, dict[str, str]]:
+    """The URL as asyncpg takes it, and its server settings: libpq's `options=-cNAME=VALUE` (how tests
+    and benchmarks pick a schema) becomes `server_settings`; `connect_timeout` is dropped."""
     query = dict(url.query)
     settings: dict[str, str] = {}
     options = query.pop("options", None)
@@ -117,8 +122,7 @@ def asyncpg_connect_args(url: sa.URL) -> tuple[str, dict[str, str]]:
                 raise ValueError(f"database URL option {part!r} is not of the form -cNAME=VALUE")
             settings[name] = value
     query.pop("connect_timeout", None)
-    plain = url.set(drivername="postgresql", query=query)
-    return plain.render_as_string(hide_password=False), settings
+    return url.set(drivername="postgresql", query=query), settings
 
 
 def _sqlite_engine(parsed: sa.URL, *, pool_size: int, max_overflow: int, timeout: float) -> sa.Engine:
