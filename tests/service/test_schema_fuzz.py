@@ -38,7 +38,7 @@ from tests.service.conftest import MockInsurer, TestClient, registry  # type: ig
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = 100
+EXAMPLES = 50
 #: Invalid requests must get one of these: 413 too (a body over its size limit is refused before parsing).
 CONFIG = SchemathesisConfig.from_dict(
     {"checks": {"negative_data_rejection": {"expected-statuses": ["400", "404", "405", "409", "413", "422"]}}}
