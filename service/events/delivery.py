@@ -6,7 +6,8 @@ ASYNCGATE_WEBHOOK_SECRET runs one `Deliverer` (started by service/runtime.py). T
 1. once half its slots (or all) are free, claim that many due events (`EventStore.claim_deliveries`:
    pending, due, lease free, every earlier event of the order delivered), leased for `lease_s`;
 2. POST each at once (at most `concurrency` at a time per process to the one endpoint), signed with a
-   fresh `webhook-timestamp`, no redirects followed, with a timeout;
+   fresh `webhook-timestamp`, no redirects followed, within `timeout_s` for the whole try; through the
+   same HTTP seam as the insurer calls (service/gateway/transport.py: aiohttp, its own pool);
 3. 2xx: the acknowledgement is queued and written in batches (a few ms later); then the loop is woken,
    since the order's next event may now be due. Anything else: the try is recorded at once with the
    next due time (service/events/backoff.py), or `failed` when the maximum age is spent.
@@ -34,12 +35,13 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
-import httpx
+from yarl import URL
 
 from service.config import Settings
 from service.errors import AsyncgateError
 from service.events.backoff import DeliveryBackoff
 from service.events.signing import Signer
+from service.gateway.transport import AiohttpTransport, HttpTransport, TransportError
 from service.metrics import Metrics
 from service.store import StoreUnavailable
 from service.store.events import EventRecord, EventStore
@@ -50,8 +52,8 @@ log = logging.getLogger("asyncgate.events")
 ACK_FLUSH_S: Final = 0.02
 #: The most of a refusal's body kept as its last_error.
 ERROR_BODY_CHARS: Final = 200
-#: The most of any answer's body read (an acknowledgement's body is not needed).
-MAX_ANSWER_BYTES: Final = 4096
+#: The transport's pool of the webhook endpoint (the insurers' pools are named after them).
+POOL: Final = "webhook"
 
 
 class WebhookConfigInvalid(AsyncgateError, ValueError):
@@ -83,10 +85,14 @@ def endpoint_label(url: str) -> str:
 
 
 def check_url(url: str) -> str:
+    """The URL as sent: an http(s) URL with a host, percent-encoded where it needs to be (once)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookConfigInvalid(f"ASYNCGATE_WEBHOOK_URL must be an http(s) URL, got {endpoint_label(url)!r}")
-    return url
+    try:
+        return str(URL(url))
+    except ValueError as exc:
+        raise WebhookConfigInvalid(f"ASYNCGATE_WEBHOOK_URL is not a valid URL: {endpoint_label(url)!r}") from exc
 
 
 class Deliverer:
@@ -108,7 +114,7 @@ class Deliverer:
         poll_s: float = 0.5,
         rng: random.Random | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: HttpTransport | None = None,
     ) -> None:
         if lease_s <= 2 * timeout_s:
             raise WebhookConfigInvalid(
@@ -127,7 +133,9 @@ class Deliverer:
         self.poll_s = poll_s
         self.rng = rng or random.Random()
         self.clock = clock
-        self.transport = transport
+        # no proxy from the environment: the webhook endpoint is named explicitly, like the database
+        self.transport = transport or AiohttpTransport(connections_per_insurer=concurrency, trust_env=False)
+        self._owns_transport = transport is None
         self._slots = anyio.Semaphore(concurrency)
         self._wake = anyio.Event()
         self._acks_ready = anyio.Event()
@@ -135,27 +143,17 @@ class Deliverer:
         self._leased: set[int] = set()
         self._store_down_logged = False
 
-    def _client(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        return httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeout_s),
-            limits=limits,
-            follow_redirects=False,
-            trust_env=False,
-            transport=self.transport,
-        )
-
     def _wake_up(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
         log.info("delivering events to %s", endpoint_label(self.url), extra={"owner": self.owner})
         try:
-            async with self._client() as client, anyio.create_task_group() as tasks:
+            async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._flush_acks_forever)
                 while True:
                     try:
-                        await self._claim_and_send(client, tasks)
+                        await self._claim_and_send(tasks)
                     except Exception:  # a bug or an unexpected database error must not stop serve or the worker
                         log.exception("event delivery: claim failed unexpectedly", extra={"owner": self.owner})
                         await anyio.sleep(self.poll_s)
@@ -168,9 +166,11 @@ class Deliverer:
                         await anyio.to_thread.run_sync(lambda: self.events.release_deliveries(self.owner, unanswered))
                     except StoreUnavailable:
                         pass  # their leases expire
+                if self._owns_transport:
+                    await self.transport.aclose()
             log.info("event delivery stopped", extra={"owner": self.owner})
 
-    async def _claim_and_send(self, client: httpx.AsyncClient, tasks: anyio.abc.TaskGroup) -> None:
+    async def _claim_and_send(self, tasks: anyio.abc.TaskGroup) -> None:
         free = int(self._slots.value)
         if free < max(1, self.concurrency // 2) and free < self.concurrency:
             await self._wait(None)  # claim in batches: when half the slots are free, or all of them
@@ -192,7 +192,7 @@ class Deliverer:
         for event in claimed:
             self._slots.acquire_nowait()  # claimed no more than the free slots
             self._leased.add(event.pk)
-            tasks.start_soon(self._deliver, client, event)
+            tasks.start_soon(self._deliver, event)
 
     async def _wait(self, seconds: float | None) -> None:
         with anyio.move_on_after(seconds if seconds is not None else self.poll_s):
@@ -204,9 +204,9 @@ class Deliverer:
             log.warning("event delivery paused, database unavailable: %s", exc, extra={"owner": self.owner})
             self._store_down_logged = True
 
-    async def _deliver(self, client: httpx.AsyncClient, event: EventRecord) -> None:
+    async def _deliver(self, event: EventRecord) -> None:
         try:
-            outcome = await self.send(client, event)
+            outcome = await self.send(event)
         except Exception as exc:  # not the network's (send maps those): tried again after the lease
             log.exception("event delivery failed unexpectedly", extra={"event_id": event.event_id})
             outcome = Outcome("unreachable", None, f"{type(exc).__name__}: {exc}"[:500])
@@ -239,26 +239,36 @@ class Deliverer:
         finally:
             self._leased.discard(event.pk)
 
-    async def send(self, client: httpx.AsyncClient, event: EventRecord) -> Outcome:
-        """POST one event, signed now; the answer as an Outcome (never raises for the network's sake)."""
+    async def send(self, event: EventRecord) -> Outcome:
+        """POST one event, signed now; the answer as an Outcome (never raises for the network's sake).
+
+        The whole try (connect, send, answer) has `timeout_s`, so it always ends well inside the lease."""
         body = event.body.encode("utf-8")
         headers = self.signer.headers(event.event_id, int(time.time()), body)
+        answer = None
         try:
-            async with client.stream("POST", self.url, content=body, headers=headers) as response:
-                answer = b""
-                async for chunk in response.aiter_bytes():
-                    answer += chunk
-                    if len(answer) >= MAX_ANSWER_BYTES:
-                        break
-        except httpx.TimeoutException as exc:
-            return Outcome("timeout", None, f"{type(exc).__name__}: no answer within {self.timeout_s:g} s")
-        except httpx.HTTPError as exc:
-            return Outcome("unreachable", None, f"{type(exc).__name__}: {exc}"[:500])
-        status = response.status_code
+            with anyio.move_on_after(self.timeout_s):
+                answer = await self.transport.request(
+                    "POST",
+                    self.url,
+                    headers=headers,
+                    body=body,
+                    timeout_s=self.timeout_s,
+                    connect_timeout_s=self.timeout_s,
+                    pool=POOL,
+                )
+        except TransportError as exc:
+            if exc.kind.endswith("Timeout"):
+                return Outcome("timeout", None, f"{exc.kind}: no answer within {self.timeout_s:g} s")
+            return Outcome("unreachable", None, exc.text[:500])
+        if answer is None:  # the whole try ran out of time
+            return Outcome("timeout", None, f"ReadTimeout: no answer within {self.timeout_s:g} s")
+        status = answer.status
         if 200 <= status < 300:
             return Outcome("acknowledged", status, "")
-        text = answer[:ERROR_BODY_CHARS].decode("utf-8", "replace").strip()
-        where = f" (to {response.headers.get('location', '')[:200]}, not followed)" if 300 <= status < 400 else ""
+        text = answer.body[:ERROR_BODY_CHARS].decode("utf-8", "replace").strip()
+        location = next((v for k, v in answer.headers.items() if k.lower() == "location"), "")
+        where = f" (to {location[:200]}, not followed)" if 300 <= status < 400 else ""
         return Outcome("rejected", status, f"HTTP {status}{where}: {text}" if text else f"HTTP {status}{where}")
 
     async def _flush_acks_forever(self) -> None:

@@ -4,15 +4,21 @@ the maximum age and redelivered, no redirect followed, the secret never logged."
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from service.events.delivery import WebhookConfigInvalid
-from service.events.signing import WebhookSecretInvalid
+from service.events.backoff import DeliveryBackoff
+from service.events.delivery import Deliverer, Outcome, WebhookConfigInvalid, check_url
+from service.events.signing import Signer, WebhookSecretInvalid
+from service.metrics import Metrics
+from service.store.events import EventRecord
 from tests.receiver import SECRET, Receiver, check_in_order, dump
 from tests.service.conftest import Service, busy, final
 
@@ -192,3 +198,111 @@ def test_an_unexpected_error_in_the_claim_does_not_stop_delivery(
     wait_for(lambda: len(receiver.acknowledged()) == 2, "both events acknowledged after the failed claims")
     assert calls["n"] > 2
     assert service.client.get("/healthz").status_code == 200
+
+
+# -- one try, on real sockets -------------------------------------------------------------------------
+
+
+def _event() -> EventRecord:
+    at = dt.datetime(2026, 12, 3, tzinfo=dt.UTC)
+    return EventRecord(
+        1,
+        "evt_1",
+        1,
+        "P1",
+        "SUCCEEDED",
+        at,
+        '{"event_id": "evt_1"}',
+        "pending",
+        0,
+        at,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def _deliverer(url: str, timeout_s: float) -> Deliverer:
+    return Deliverer(
+        cast(Any, None),  # send() never touches the store
+        Signer.from_secret(SECRET),
+        DeliveryBackoff(base_s=0.1, max_s=1, max_age_s=60),
+        Metrics(),
+        url=url,
+        owner="test",
+        lease_s=10 * timeout_s,
+        timeout_s=timeout_s,
+    )
+
+
+async def _trickling_server(answer: bytes, gap_s: float) -> tuple[asyncio.Server, int]:
+    """Reads the request, then writes `answer` one byte every `gap_s` (each read stays under any per-read timeout)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        try:
+            for byte in answer:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(gap_s)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_one_try_ends_within_the_timeout_even_when_the_answer_trickles() -> None:
+    async def main() -> tuple[Outcome, float]:
+        server, port = await _trickling_server(b"HTTP/1.1 204 No Content\r\nX-Pad: " + b"a" * 200, gap_s=0.05)
+        deliverer = _deliverer(f"http://127.0.0.1:{port}/hook", timeout_s=0.5)
+        try:
+            started = time.monotonic()
+            outcome = await deliverer.send(_event())
+            return outcome, time.monotonic() - started
+        finally:
+            await deliverer.transport.aclose()
+            server.close()
+
+    outcome, took = asyncio.run(main())
+    assert outcome.kind == "timeout" and "0.5 s" in outcome.error
+    assert took < 1.0, took  # per-read timeouts alone would have let it run ~10 s: past a short lease
+
+
+def test_one_try_outcomes_acknowledged_rejected_unreachable() -> None:
+    async def main() -> list[Outcome]:
+        ok, ok_port = await _trickling_server(b"HTTP/1.1 204 No Content\r\n\r\n", gap_s=0)
+        no, no_port = await _trickling_server(
+            b"HTTP/1.1 503 Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy", gap_s=0
+        )
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        closed_port = closed.getsockname()[1]
+        closed.close()  # nothing listens there
+        outcomes = []
+        for port in (ok_port, no_port, closed_port):
+            deliverer = _deliverer(f"http://127.0.0.1:{port}/hook", timeout_s=2.0)
+            outcomes.append(await deliverer.send(_event()))
+            await deliverer.transport.aclose()
+        ok.close()
+        no.close()
+        return outcomes
+
+    acknowledged, rejected, unreachable = asyncio.run(main())
+    assert (acknowledged.kind, acknowledged.status) == ("acknowledged", 204)
+    assert (rejected.kind, rejected.status, rejected.error) == ("rejected", 503, "HTTP 503: busy")
+    assert unreachable.kind == "unreachable" and unreachable.error.startswith("ConnectError")
+
+
+def test_a_webhook_url_is_sent_percent_encoded_once() -> None:
+    assert check_url("http://127.0.0.1:9/hooks/订单 events?a=b c") == (
+        "http://127.0.0.1:9/hooks/%E8%AE%A2%E5%8D%95%20events?a=b+c"
+    )
+    assert check_url("http://127.0.0.1:9/a%20b") == "http://127.0.0.1:9/a%20b"
+    with pytest.raises(WebhookConfigInvalid, match="http"):
+        check_url("ftp://example.com/hook")
