@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from service.store import steps
 from service.store.engine import asyncpg_connect_args, normalize_db_url
-from service.store.records import AttemptRecord, NewAttempt, OrderRecord, order_from_row
+from service.store.records import AttemptRecord, NewAttempt, OrderRecord
 from service.store.tables import OrderState, UTCDateTime, attempts, orders
 
 _DIALECT: Final = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
@@ -136,7 +136,7 @@ class FastSteps:
             order_id, insurer, operation, payload, request_hash, lease_owner=lease_owner, lease_s=lease_s, now=now
         )
         row = await self._row(self._reserve, parameters)
-        return None if row is None else order_from_row(row)
+        return None if row is None else steps.reserved(row["id"], parameters)
 
     async def record_attempt(
         self,
@@ -168,7 +168,7 @@ class FastSteps:
             count_call=count_call,
             held=held,
         )
-        order, written = steps.recorded(await self._row(self._record, parameters), parameters)
+        order, written = steps.recorded(await self._row(self._record, parameters), parameters, held)
         return dataclasses.replace(order, attempt_log=(written,))
 
     async def record_query(

@@ -106,6 +106,7 @@ def _failure() -> NewAttempt:
 def test_reserve_record_and_query_match_the_blocking_path(run: Runner, store: OrderStore, engine: sa.Engine) -> None:
     async def flow(store: OrderStore) -> tuple[Any, ...]:
         reserved, created = await store.run_async(steps.reserve, **_reserve("A1"))
+        as_reserved = await store.run_async(steps.get, "A1", with_attempts=False)
         kept = await store.run_async(
             steps.record_attempt,
             reserved.pk,
@@ -120,6 +121,7 @@ def test_reserve_record_and_query_match_the_blocking_path(run: Runner, store: Or
             full_log=False,
             held=reserved,
         )
+        as_kept = await store.run_async(steps.get, "A1", with_attempts=False)
         [claimed] = await store.run_async(steps.claim_due, "w1", batch=5, lease_s=30, now=at(61))
         query = NewAttempt(kind="query", outcome="not_found", http_status=404, latency_ms=2.0)
         queried = await store.run_async(steps.record_query, claimed.pk, query, lease_owner="w1", actor="w1", now=at(62))
@@ -139,9 +141,13 @@ def test_reserve_record_and_query_match_the_blocking_path(run: Runner, store: Or
             held=claimed,
         )
         released = await store.run_async(steps.release, claimed.pk, "w1")
-        return reserved, created, kept, queried, done, released
+        return reserved, created, kept, queried, done, released, as_reserved, as_kept
 
-    reserved, created, kept, queried, done, released = run(flow)
+    reserved, created, kept, queried, done, released, as_reserved, as_kept = run(flow)
+    # the records the steps return are built from what they wrote and what the database decided: each
+    # equals the order read back right after its step
+    assert reserved == as_reserved
+    assert dataclasses.replace(kept, attempt_log=None) == as_kept
     assert created and (reserved.state, reserved.attempts, reserved.lease_owner) == (
         OrderState.ASYNC_PROCESSING,
         0,
