@@ -391,7 +391,7 @@ def models_report(
         candidates = {name: load_checked(registry / name) for name in names}
         with _open_store(settings) as store:
             rows = list(iter_first_failures(store, since=_since(since)))
-            _, rules = store.live_rules()
+            _, rules = store.rules.live_rules()
     except (ArtifactError, StoreUnavailable) as exc:
         raise _fail(str(exc)) from exc
     report = model_report(rows, candidates, rules)
@@ -431,7 +431,7 @@ def rules_list(
 
     try:
         with _open_store(_settings(db_url=db_url)) as store:
-            _, live = store.live_rules()
+            _, live = store.rules.live_rules()
     except StoreUnavailable as exc:
         raise _fail(str(exc)) from exc
     if as_json:
@@ -480,7 +480,7 @@ def rules_add(
         raise _fail(_rule_problems(exc)) from exc
     try:
         with _open_store(_settings(db_url=db_url)) as store:
-            rule = store.add_rule(draft.new_rule(), actor=CLI_ACTOR, now=dt.datetime.now(dt.UTC))
+            rule = store.rules.add_rule(draft.new_rule(), actor=CLI_ACTOR, now=dt.datetime.now(dt.UTC))
     except StoreUnavailable as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"added {_describe_rule(rule)}")
@@ -495,7 +495,7 @@ def rules_remove(rule_id: Annotated[int, typer.Argument(help="the rule's id")], 
 
     try:
         with _open_store(_settings(db_url=db_url)) as store:
-            rule = store.delete_rule(rule_id, actor=CLI_ACTOR, now=dt.datetime.now(dt.UTC))
+            rule = store.rules.delete_rule(rule_id, actor=CLI_ACTOR, now=dt.datetime.now(dt.UTC))
     except RuleNotFound as exc:
         raise _fail(str(exc), code=1) from exc
     except StoreUnavailable as exc:
@@ -521,7 +521,7 @@ def rules_import(
         raise _fail(str(exc)) from exc
     try:
         with _open_store(_settings(db_url=db_url)) as store:
-            added, kept, removed = store.import_rules(
+            added, kept, removed = store.rules.import_rules(
                 [d.new_rule() for d in drafts], actor=CLI_ACTOR, now=dt.datetime.now(dt.UTC), replace=replace
             )
     except StoreUnavailable as exc:
@@ -547,7 +547,7 @@ def rules_export(
         raise _fail(f"--format {fmt!r}: use toml or csv")
     try:
         with _open_store(_settings(db_url=db_url)) as store:
-            _, live = store.live_rules()
+            _, live = store.rules.live_rules()
     except StoreUnavailable as exc:
         raise _fail(str(exc)) from exc
     text = render(live, "toml" if fmt == "toml" else "csv")

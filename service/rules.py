@@ -1,7 +1,7 @@
 """Operators' rules (docs/contract.md §7): pin the decision on failures the model gets wrong, without retraining.
 
     draft = RuleDraft.model_validate({"error_code": "E1001", "decision": "async", "reason": "..."})
-    rule = store.add_rule(draft.new_rule(), actor="ops-alice", now=now)
+    rule = store.rules.add_rule(draft.new_rule(), actor="ops-alice", now=now)
     verdict = book.classify(model, failure)      # the model's verdict, pinned by the best rule if one matches
 
 Matching. A rule's `insurer` and `operation` match the failure's exactly, as given (case-sensitive:
@@ -264,9 +264,9 @@ class RuleBook:
 
     def load(self, store: OrderStore, *, force: bool = False) -> bool:
         """Reload the live rules when their version moved (or with `force`); True when a new set was loaded."""
-        if not force and store.rules_version() == self.current.version:
+        if not force and store.rules.rules_version() == self.current.version:
             return False
-        version, rules = store.live_rules()
+        version, rules = store.rules.live_rules()
         previous, self.current = self.current, RuleSet(rules, version)
         if previous.version != version:
             log.info("rules version %s: %s live rules", version, len(rules), extra={"rules_version": version})
@@ -285,7 +285,7 @@ class RuleBook:
         if not hits:
             return 0
         try:
-            store.add_rule_hits(hits)
+            store.rules.add_rule_hits(hits)
         except Exception:
             with self._lock:
                 for rule_id, (n, overridden) in hits.items():

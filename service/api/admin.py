@@ -65,7 +65,7 @@ async def report(store: StoreDep, days: Annotated[float, Query(gt=0, le=31)] = 7
 
     def read() -> dict[str, Any]:
         rows = list(iter_first_failures(store, since=since))
-        _, rules = store.live_rules()
+        _, rules = store.rules.live_rules()
         return model_report(rows, rules=rules)
 
     return JSONBytes(await anyio.to_thread.run_sync(read))

@@ -100,7 +100,7 @@ async def add_rule(draft: RuleDraft, request: Request, store: StoreDep, rules: R
     actor = principal(request)
 
     def write() -> RuleRecord:
-        rule = store.add_rule(draft.new_rule(), actor=actor, now=dt.datetime.now(dt.UTC))
+        rule = store.rules.add_rule(draft.new_rule(), actor=actor, now=dt.datetime.now(dt.UTC))
         rules.load(store)
         return rule
 
@@ -110,14 +110,14 @@ async def add_rule(draft: RuleDraft, request: Request, store: StoreDep, rules: R
 @router.get("", response_model=RuleList)
 async def list_rules(store: StoreDep) -> RuleList:
     """The live rules, oldest first, with how many failures each decided (as flushed so far)."""
-    _, live = await anyio.to_thread.run_sync(store.live_rules)
+    _, live = await anyio.to_thread.run_sync(store.rules.live_rules)
     return RuleList(rules=[rule_out(r) for r in live])
 
 
 @router.get("/history", response_model=RuleHistory)
 async def rule_history(store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> RuleHistory:
     """Every creation and removal of a rule, newest first: who, when, and the rule."""
-    changes = await anyio.to_thread.run_sync(lambda: store.rule_history(limit=limit))
+    changes = await anyio.to_thread.run_sync(lambda: store.rules.rule_history(limit=limit))
     return RuleHistory(changes=[change_out(c) for c in changes])
 
 
@@ -127,7 +127,7 @@ async def delete_rule(rule_id: RuleId, request: Request, store: StoreDep, rules:
     actor = principal(request)
 
     def write() -> None:
-        store.delete_rule(rule_id, actor=actor, now=dt.datetime.now(dt.UTC))
+        store.rules.delete_rule(rule_id, actor=actor, now=dt.datetime.now(dt.UTC))
         rules.load(store)
 
     await anyio.to_thread.run_sync(write)

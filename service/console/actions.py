@@ -114,7 +114,7 @@ async def add_rule(request: Request, page: RendererDep, store: StoreDep, rules: 
         return await render_rules(request, page, store, access, errors=problems, form=fields, status_code=422)
 
     def write() -> int:
-        rule = store.add_rule(draft.new_rule(), actor=access.who, now=dt.datetime.now(dt.UTC))
+        rule = store.rules.add_rule(draft.new_rule(), actor=access.who, now=dt.datetime.now(dt.UTC))
         rules.load(store)
         return rule.rule_id
 
@@ -129,7 +129,7 @@ async def remove_rule(request: Request, page: RendererDep, store: StoreDep, rule
     access = require(request, Role.ADMIN, "Changing operators' rules")
 
     def write() -> None:
-        store.delete_rule(rule_id, actor=access.who, now=dt.datetime.now(dt.UTC))
+        store.rules.delete_rule(rule_id, actor=access.who, now=dt.datetime.now(dt.UTC))
         rules.load(store)
 
     try:

@@ -294,7 +294,7 @@ async def render_rules(
     status_code: int = 200,
 ) -> Response:
     def read() -> tuple[Any, Any]:
-        return store.live_rules()[1], store.rule_history(limit=50)
+        return store.rules.live_rules()[1], store.rules.rule_history(limit=50)
 
     live, history = await anyio.to_thread.run_sync(read)
     return page.page(

@@ -77,10 +77,11 @@ def _unavailable(error: Exception) -> StoreUnavailable:
     return StoreUnavailable(reason)
 
 
-class OrderStore(RuleStore):
+class OrderStore:
     """The durable order store on one Engine (SQLite or PostgreSQL), safe to share between threads.
 
-    `insights` holds the console's bounded read queries (service/store/insights.py).
+    `insights` holds the console's bounded read queries (service/store/insights.py), `rules` the rules'
+    reads and writes (service/store/rules.py), `events` the outbox and its deliveries (service/store/events.py).
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class OrderStore(RuleStore):
         self._autocommit = async_engine.execution_options(isolation_level="AUTOCOMMIT") if async_engine else None
         self._slots = anyio.CapacityLimiter(STORE_THREADS)
         self.insights = ConsoleReads(self._transaction)
+        self.rules = RuleStore(self._transaction)
         self.events = EventStore(self._transaction, engine.dialect.name)
 
     @contextmanager

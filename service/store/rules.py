@@ -11,7 +11,7 @@ one-row read each process polls to know whether to reload. Hits are added in bat
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict
 from typing import Final
@@ -55,10 +55,10 @@ def _version(conn: sa.Connection) -> int:
 
 
 class RuleStore:
-    """The rules' reads and writes; OrderStore supplies `_transaction`."""
+    """The rules' reads and writes, run in the transactions of the OrderStore that holds them (`store.rules`)."""
 
-    def _transaction(self) -> AbstractContextManager[sa.Connection]:  # pragma: no cover - OrderStore's
-        raise NotImplementedError
+    def __init__(self, transaction: Callable[[], AbstractContextManager[sa.Connection]]) -> None:
+        self._transaction = transaction
 
     def add_rule(self, rule: NewRule, *, actor: str, now: dt.datetime) -> RuleRecord:
         """Store a new rule made by `actor`; returns it with its rule_id."""

@@ -150,7 +150,7 @@ def test_import_checks_every_row_first_and_writes_nothing_on_error(
     engine = create_db_engine(db)
     migrate(engine)
     try:
-        assert OrderStore(engine).rules_version() == 0, "the good rows were not written either"
+        assert OrderStore(engine).rules.rules_version() == 0, "the good rows were not written either"
     finally:
         engine.dispose()
 

@@ -196,24 +196,24 @@ def draft(**fields: Any) -> Any:
 
 def test_store_keeps_every_change_with_who_and_when(stores) -> None:
     store, _ = stores
-    assert store.rules_version() == 0
-    first = store.add_rule(draft(error_code="E1"), actor="alice", now=T0)
-    second = store.add_rule(draft(message_contains="busy"), actor="bob", now=T0 + dt.timedelta(seconds=1))
-    removed = store.delete_rule(first.rule_id, actor="carol", now=T0 + dt.timedelta(seconds=2))
+    assert store.rules.rules_version() == 0
+    first = store.rules.add_rule(draft(error_code="E1"), actor="alice", now=T0)
+    second = store.rules.add_rule(draft(message_contains="busy"), actor="bob", now=T0 + dt.timedelta(seconds=1))
+    removed = store.rules.delete_rule(first.rule_id, actor="carol", now=T0 + dt.timedelta(seconds=2))
     assert (removed.deleted_by, removed.deleted_at) == ("carol", T0 + dt.timedelta(seconds=2))
-    version, live = store.live_rules()
-    assert [r.rule_id for r in live] == [second.rule_id] and version == store.rules_version() == 3
-    history = store.rule_history()
+    version, live = store.rules.live_rules()
+    assert [r.rule_id for r in live] == [second.rule_id] and version == store.rules.rules_version() == 3
+    history = store.rules.rule_history()
     assert [(c.action, c.rule_id, c.actor) for c in history] == [
         ("deleted", first.rule_id, "carol"),
         ("created", second.rule_id, "bob"),
         ("created", first.rule_id, "alice"),
     ]
-    assert store.get_rule(first.rule_id) == removed, "a removed rule can still be looked up"
+    assert store.rules.get_rule(first.rule_id) == removed, "a removed rule can still be looked up"
     with pytest.raises(RuleNotFound):
-        store.delete_rule(first.rule_id, actor="carol", now=T0)
+        store.rules.delete_rule(first.rule_id, actor="carol", now=T0)
     with pytest.raises(RuleNotFound):
-        store.delete_rule(999, actor="carol", now=T0)
+        store.rules.delete_rule(999, actor="carol", now=T0)
 
 
 def test_a_second_process_sees_a_change_at_its_next_poll(stores, serving_model: ServingModel) -> None:
@@ -222,44 +222,44 @@ def test_a_second_process_sees_a_change_at_its_next_poll(stores, serving_model: 
     book_there.load(reader, force=True)
     busy = failure(BUSY_MESSAGE, code="E1001")
     assert book_there.classify(serving_model, busy).decided_by == "model"
-    made = writer.add_rule(draft(error_code="E1001", decision="final"), actor="a", now=T0)
+    made = writer.rules.add_rule(draft(error_code="E1001", decision="final"), actor="a", now=T0)
     assert book_here.load(writer), "the process that made the change reloads at once"
     assert book_there.classify(serving_model, busy).decided_by == "model", "until its poll"
     book_there.sync(reader)
     pinned = book_there.classify(serving_model, busy)
     assert (pinned.decided_by, pinned.rule_id, pinned.async_eligible) == ("rule", made.rule_id, False)
     assert not book_there.load(reader), "an unchanged version reloads nothing"
-    writer.delete_rule(made.rule_id, actor="a", now=T0)
+    writer.rules.delete_rule(made.rule_id, actor="a", now=T0)
     book_there.sync(reader)
     assert book_there.classify(serving_model, busy).decided_by == "model"
 
 
 def test_hits_are_counted_in_memory_and_flushed_as_increments(stores, serving_model: ServingModel) -> None:
     one, two = stores
-    made = one.add_rule(draft(message_contains="繁忙", decision="final"), actor="a", now=T0)
+    made = one.rules.add_rule(draft(message_contains="繁忙", decision="final"), actor="a", now=T0)
     books = [RuleBook(), RuleBook()]
     for book, store in zip(books, stores, strict=True):
         book.load(store)
     for _ in range(3):
         books[0].classify(serving_model, failure(BUSY_MESSAGE))
     books[1].classify_many(serving_model, [failure(BUSY_MESSAGE), failure(FINAL_MESSAGE)])
-    assert one.get_rule(made.rule_id).hits == 0, "nothing is written per classification"
+    assert one.rules.get_rule(made.rule_id).hits == 0, "nothing is written per classification"
     assert books[0].pending_hits() == {made.rule_id: (3, 3)}, "the model alone says async: each hit overrides it"
     assert books[0].flush(one) == 3 and books[1].flush(two) == 1
     assert books[0].flush(one) == 0, "each hit is flushed once"
-    stored = one.get_rule(made.rule_id)
+    stored = one.rules.get_rule(made.rule_id)
     assert stored is not None and (stored.hits, stored.overrides) == (4, 4)
-    agreeing = one.add_rule(draft(error_code="E2001", decision="final"), actor="a", now=T0)
+    agreeing = one.rules.add_rule(draft(error_code="E2001", decision="final"), actor="a", now=T0)
     books[0].load(one)
     books[0].classify(serving_model, failure(FINAL_MESSAGE, code="E2001"))
     books[0].flush(one)
-    stored = one.get_rule(agreeing.rule_id)
+    stored = one.rules.get_rule(agreeing.rule_id)
     assert stored is not None and (stored.hits, stored.overrides) == (1, 0), "the model agrees: no override"
 
 
 def test_hits_survive_a_failed_flush(stores, serving_model: ServingModel, monkeypatch: pytest.MonkeyPatch) -> None:
     store, _ = stores
-    made = store.add_rule(draft(error_code="E1001"), actor="a", now=T0)
+    made = store.rules.add_rule(draft(error_code="E1001"), actor="a", now=T0)
     book = RuleBook()
     book.load(store)
     book.classify(serving_model, failure())
@@ -267,30 +267,30 @@ def test_hits_survive_a_failed_flush(stores, serving_model: ServingModel, monkey
     def down(hits: Any) -> None:
         raise StoreUnavailable("down")
 
-    monkeypatch.setattr(store, "add_rule_hits", down)
+    monkeypatch.setattr(store.rules, "add_rule_hits", down)
     with pytest.raises(StoreUnavailable):
         book.flush(store)
     monkeypatch.undo()
     assert book.pending_hits() == {made.rule_id: (1, 0)}
-    assert book.flush(store) == 1 and store.get_rule(made.rule_id).hits == 1
+    assert book.flush(store) == 1 and store.rules.get_rule(made.rule_id).hits == 1
 
 
 def test_import_adds_what_is_missing_all_or_nothing_and_replace_removes_the_rest(stores) -> None:
     store, _ = stores
-    kept = store.add_rule(draft(error_code="E1"), actor="a", now=T0)
-    gone = store.add_rule(draft(error_code="E2"), actor="a", now=T0)
-    added, already, removed = store.import_rules(
+    kept = store.rules.add_rule(draft(error_code="E1"), actor="a", now=T0)
+    gone = store.rules.add_rule(draft(error_code="E2"), actor="a", now=T0)
+    added, already, removed = store.rules.import_rules(
         [draft(error_code="E1"), draft(error_code="E3"), draft(error_code="E3")], actor="cli", now=T0, replace=True
     )
     assert [r.error_code for r in added] == ["E3"] and [r.rule_id for r in already] == [kept.rule_id]
     assert [r.rule_id for r in removed] == [gone.rule_id]
-    assert sorted(r.error_code or "" for r in store.live_rules()[1]) == ["E1", "E3"]
-    before = store.rules_version()
+    assert sorted(r.error_code or "" for r in store.rules.live_rules()[1]) == ["E1", "E3"]
+    before = store.rules.rules_version()
     refused = NewRule(None, None, "E6", None, None, None, "r")  # type: ignore[arg-type]  # no decision: NOT NULL
     with pytest.raises(sa.exc.IntegrityError):
-        store.import_rules([draft(error_code="E5"), refused], actor="cli", now=T0)
-    assert store.rules_version() == before, "a failing import writes nothing"
-    assert "E5" not in {r.error_code for r in store.live_rules()[1]}
+        store.rules.import_rules([draft(error_code="E5"), refused], actor="cli", now=T0)
+    assert store.rules.rules_version() == before, "a failing import writes nothing"
+    assert "E5" not in {r.error_code for r in store.rules.live_rules()[1]}
 
 
 def test_a_rules_decision_is_never_explored() -> None:
