@@ -73,7 +73,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProcess]
     db_url = f"sqlite:///{base}/asyncgate.db"
     engine = create_db_engine(db_url)
     migrate(engine)
-    seed_orders(OrderStore(engine), now=dt.datetime.now(dt.UTC), count=60)
+    store = OrderStore(engine)
+    now = dt.datetime.now(dt.UTC)
+    seed_orders(store, now=now, count=60)
+    # deliveries as a webhook would have left them: most acknowledged, two given up on
+    claimed = store.events.claim_deliveries("seed", batch=30, lease_s=60, now=now)
+    store.events.acknowledge("seed", [(e.pk, 204) for e in claimed[2:]], now=now + dt.timedelta(seconds=0.4))
+    for event in claimed[:2]:
+        error = "HTTP 503: receiver down for maintenance"
+        store.events.delivery_failed("seed", event.pk, status=503, error=error, next_attempt_at=None)
     engine.dispose()
     registry = base / "models"
     model = toy_classifier()
@@ -186,6 +194,17 @@ def test_failures_and_model_pages(page: Any, shots: Path) -> None:
     charts_drawn(page, 1)
     assert "model_version" in page.inner_text("#drift") and "toy-console" in page.inner_text("#drift")
     page.screenshot(path=str(shots / "model.png"), full_page=True)
+
+
+def test_the_events_page_shows_deliveries_and_failures(page: Any, shots: Path) -> None:
+    login(page, READ_KEY, next_path="/console/events")
+    assert "No webhook configured" in page.inner_text("#endpoint")
+    failed = page.locator("#failed tbody tr")
+    assert failed.count() == 2 and "receiver down" in failed.first.inner_text()
+    assert "needs an admin key" in failed.first.inner_text(), "a read key sees no redeliver button"
+    assert page.inner_text("#failed-count .n").strip() == "2"
+    assert page.locator("#recent tbody tr").count() > 10
+    page.screenshot(path=str(shots / "events.png"))  # the first screen: the long table adds nothing
 
 
 def test_requeue_is_refused_with_a_read_key_and_works_with_an_admin_key(page: Any) -> None:
