@@ -40,7 +40,7 @@ from yarl import URL
 from service.config import Settings
 from service.errors import AsyncgateError
 from service.events.backoff import DeliveryBackoff
-from service.events.signing import Signer
+from service.events.signing import WEAK_KEY_BYTES, Signer
 from service.gateway.transport import AiohttpTransport, HttpTransport, TransportError
 from service.metrics import Metrics
 from service.store import StoreUnavailable
@@ -221,17 +221,23 @@ class Deliverer:
             return
         now = self.clock()
         tries = event.delivery_attempts + 1
-        due = self.backoff.next_try(tries=tries, since=event.age_from, now=now, rng=self.rng)
+        since = event.age_from(now)
+        due = self.backoff.next_try(tries=tries, since=since, now=now, rng=self.rng)
         context = {"event_id": event.event_id, "order_id": event.order_id, "tries": tries, "outcome": outcome.kind}
-        if due is None:
-            log.warning("event %s not delivered, giving up: %s", event.event_id, outcome.error, extra=context)
-            self.metrics.webhook_gave_up()
         try:
-            await anyio.to_thread.run_sync(
+            written = await anyio.to_thread.run_sync(
                 lambda: self.events.delivery_failed(
-                    self.owner, event.pk, status=outcome.status, error=outcome.error, next_attempt_at=due
+                    self.owner,
+                    event.pk,
+                    status=outcome.status,
+                    error=outcome.error,
+                    next_attempt_at=due,
+                    retry_since=since,
                 )
             )
+            if due is None and written:  # counted once, by the holder of the lease that wrote it
+                log.warning("event %s not delivered, giving up: %s", event.event_id, outcome.error, extra=context)
+                self.metrics.webhook_gave_up()
         except StoreUnavailable as exc:
             self._store_down(exc)  # the lease expires and the event is tried again
         except Exception:
@@ -316,9 +322,16 @@ def deliverer_from_settings(settings: Settings, events: EventStore, metrics: Met
         raise WebhookConfigInvalid(f"{missing} is not set (both are needed to deliver events)")
     if settings.webhook_retry_max_s < settings.webhook_retry_base_s:
         raise WebhookConfigInvalid("ASYNCGATE_WEBHOOK_RETRY_MAX_S must be at least ASYNCGATE_WEBHOOK_RETRY_BASE_S")
+    signer = Signer.from_secret(settings.webhook_secret)
+    if signer.weak:
+        log.warning(
+            "ASYNCGATE_WEBHOOK_SECRET holds a key shorter than %d bytes: receivers can verify it, but the "
+            "Standard Webhooks specification recommends 24 to 64 random bytes",
+            WEAK_KEY_BYTES,
+        )
     return Deliverer(
         events,
-        Signer.from_secret(settings.webhook_secret),
+        signer,
         DeliveryBackoff(
             base_s=settings.webhook_retry_base_s,
             max_s=settings.webhook_retry_max_s,

@@ -17,12 +17,13 @@ from typing import Final
 from service.errors import AsyncgateError
 
 SECRET_PREFIX: Final = "whsec_"
-#: Keys shorter than this are refused: the specification recommends 24 to 64 bytes.
-MIN_KEY_BYTES: Final = 16
+#: Keys shorter than this start with a warning (the specification recommends 24 to 64 bytes); an
+#: empty key is refused. The contract fixes only the form, so a short key a platform chose still works.
+WEAK_KEY_BYTES: Final = 16
 
 
 class WebhookSecretInvalid(AsyncgateError, ValueError):
-    """ASYNCGATE_WEBHOOK_SECRET {problem} (expected whsec_ followed by the base64 of a key of at least 16 bytes)"""
+    """ASYNCGATE_WEBHOOK_SECRET {problem} (expected whsec_ and the base64 of a key; 24 to 64 bytes recommended)"""
 
     def __init__(self, problem: str) -> None:
         super().__init__(problem=problem)
@@ -34,9 +35,14 @@ class Signer:
     __slots__ = ("_key",)
 
     def __init__(self, key: bytes) -> None:
-        if len(key) < MIN_KEY_BYTES:
-            raise WebhookSecretInvalid(f"holds a key of {len(key)} bytes")
+        if not key:
+            raise WebhookSecretInvalid("holds an empty key")
         self._key = key
+
+    @property
+    def weak(self) -> bool:
+        """Is the key shorter than WEAK_KEY_BYTES?"""
+        return len(self._key) < WEAK_KEY_BYTES
 
     @classmethod
     def from_secret(cls, secret: str) -> Signer:

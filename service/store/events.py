@@ -80,10 +80,12 @@ class EventRecord:
     last_status: int | None
     last_error: str | None
 
-    @property
-    def age_from(self) -> dt.datetime:
-        """Where the maximum delivery age counts from: the last redeliver, else the event's time."""
-        return self.retry_since or self.at
+    def age_from(self, now: dt.datetime) -> dt.datetime:
+        """Where the maximum delivery age counts from: the event's first unacknowledged try (or its
+        last redeliver); `now` for a try that is its first failure. So an event held behind its
+        order's failing earlier event, or written before the webhook was configured, still gets the
+        whole maximum age of retries."""
+        return self.retry_since or now
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,10 @@ def insert_event(
 # -- the feed's cursor ------------------------------------------------------------------------------
 
 
+#: The largest txid and event id a cursor can name (PostgreSQL BIGINT, SQLite INTEGER).
+_POSITION_MAX: Final = 2**63 - 1
+
+
 def encode_position(txid: int, pk: int) -> str:
     """The opaque cursor just past the event at (txid, pk): "ev1|txid|pk", base64url, unpadded."""
     return base64.urlsafe_b64encode(f"{_CURSOR_TAG}|{txid}|{pk}".encode()).decode("ascii").rstrip("=")
@@ -168,7 +174,10 @@ def decode_position(cursor: str) -> tuple[int, int]:
         tag, txid_text, pk_text = raw.split("|")
         if tag != _CURSOR_TAG or not txid_text.isdigit() or not pk_text.isdigit():
             raise ValueError("not an events cursor")
-        return int(txid_text), int(pk_text)
+        txid, pk = int(txid_text), int(pk_text)
+        if txid > _POSITION_MAX or pk > _POSITION_MAX:  # a BIGINT holds neither: no event is there
+            raise ValueError("not an events cursor")
+        return txid, pk
     except (binascii.Error, UnicodeDecodeError, ValueError) as error:
         raise InvalidCursor(cursor) from error
 
@@ -319,9 +328,11 @@ class EventStore:
         status: int | None,
         error: str,
         next_attempt_at: dt.datetime | None,
+        retry_since: dt.datetime,
     ) -> bool:
         """Record an unacknowledged try: due again at `next_attempt_at`, or `failed` when it is None
-        (the maximum age is spent). False, writing nothing, if `owner` no longer holds the lease.
+        (the maximum age, counted from `retry_since`, is spent: EventRecord.age_from). False, writing
+        nothing, if `owner` no longer holds the lease.
 
         The order's later pending events are moved with it: due no earlier than it (retry), or not
         due at all (failed; `redeliver` makes them due again). They could not be sent before it
@@ -332,6 +343,7 @@ class EventStore:
             "lease_until": None,
             "last_status": status,
             "last_error": _clip(error),
+            "retry_since": retry_since,
         }
         if next_attempt_at is None:
             values["delivery_state"] = "failed"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
 
@@ -92,6 +93,29 @@ _RECORD_ORDER_COLUMNS: Final = (
     "updated_at",
 )
 _TRANSITION_FIELDS: Final = ("at", "to_state", "reason", "actor")
+#: NUL (PostgreSQL text cannot hold it) and lone surrogates (no UTF-8 encoder takes them; json.loads
+#: makes them from an escape like "\udc00").
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+#: The integers orjson encodes (the event document, FastSteps' JSON parameters).
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1
+
+
+def storable(value: Any) -> Any:
+    """An insurer's value made storable and encodable everywhere: in every string (and object key) NUL
+    and lone surrogates become U+FFFD; an integer beyond 64 bits is kept as its digits, a string.
+    Whatever an adapter parsed (json.loads takes all of these) is recorded, never refused."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if _INT_MIN <= value <= _INT_MAX else str(value)
+    if isinstance(value, Mapping):
+        return {storable(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
 
 
 def _param(table: sa.Table, prefix: str, name: str) -> sa.BindParameter[Any]:
@@ -415,6 +439,8 @@ def record_parameters(
     if new_state is OrderState.ASYNC_PROCESSING and next_attempt_at is None:
         raise ValueError("an order kept in ASYNC_PROCESSING needs a next_attempt_at")
     failed = attempt.outcome in ("failure", "unknown")
+    result = storable(result)
+    written = _attempt_values(attempt, actor=actor, now=now)
     parameters = {
         "pk": order_pk,
         "owner": lease_owner,
@@ -428,7 +454,7 @@ def record_parameters(
         "o_failed": failed,
         "o_result": result,
     }
-    parameters |= _bound("a_", _attempt_values(attempt, actor=actor, now=now))
+    parameters |= _bound("a_", written)
     parameters |= _bound("t_", {"at": now, "to_state": new_state.value, "reason": reason, "actor": actor})
     facts = EventFacts(
         held.order_id,
@@ -437,10 +463,10 @@ def record_parameters(
         attempts=held.attempts + (1 if count_call else 0),
         result=result,
         failure=failure_summary(
-            error_code=attempt.error_code if failed else None,
-            error_message=attempt.error_message if failed else None,
+            error_code=written["error_code"] if failed else None,
+            error_message=written["error_message"] if failed else None,
             http_status=attempt.http_status if failed else None,
-            category=attempt.category if failed and attempt.category else held.category,
+            category=written["category"] if failed and written["category"] else held.category,
         ),
     )
     return parameters | _event_parameters(facts, held.state.value, new_state.value, now)
@@ -464,11 +490,9 @@ def recorded(
 
 
 def _attempt_values(attempt: NewAttempt, *, actor: str, now: dt.datetime) -> dict[str, Any]:
-    """The attempt row's columns but order_pk. NUL characters in its texts (an insurer may send them;
-    PostgreSQL text cannot hold them) become U+FFFD, on both dialects."""
-    fields = {
-        k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in dataclasses.asdict(attempt).items()
-    }
+    """The attempt row's columns but order_pk, made `storable` (an insurer's texts may hold NUL or lone
+    surrogates, and the explanation quotes them), on both dialects."""
+    fields = {k: storable(v) for k, v in dataclasses.asdict(attempt).items()}
     return fields | {"at": now, "actor": actor}
 
 

@@ -81,7 +81,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProcess]
     store.events.acknowledge("seed", [(e.pk, 204) for e in claimed[2:]], now=now + dt.timedelta(seconds=0.4))
     for event in claimed[:2]:
         error = "HTTP 503: receiver down for maintenance"
-        store.events.delivery_failed("seed", event.pk, status=503, error=error, next_attempt_at=None)
+        store.events.delivery_failed("seed", event.pk, status=503, error=error, next_attempt_at=None, retry_since=now)
     engine.dispose()
     registry = base / "models"
     model = toy_classifier()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from typing import Any
 
@@ -56,8 +57,11 @@ def test_bad_feed_parameters_get_422(service: Service, params: dict[str, Any]) -
     assert service.client.get("/events", params=params).status_code == 422
 
 
-def test_a_cursor_not_handed_out_gets_400(service: Service) -> None:
-    response = service.client.get("/events", params={"after": "not-a-cursor"})
+@pytest.mark.parametrize("cursor", ["not-a-cursor", "ev1|1|9223372036854775808", "ev1|99999999999999999999|1"])
+def test_a_cursor_not_handed_out_gets_400(service: Service, cursor: str) -> None:
+    if cursor.startswith("ev1|"):  # well formed, but past any BIGINT
+        cursor = base64.urlsafe_b64encode(cursor.encode()).decode().rstrip("=")
+    response = service.client.get("/events", params={"after": cursor})
     assert response.status_code == 400
     assert "cursor" in response.json()["detail"]
 
@@ -66,7 +70,9 @@ def test_redeliver_a_failed_event(service: Service) -> None:
     service.process("P1")
     store = service.app.state.store
     [event] = store.events.claim_deliveries("d", batch=1, lease_s=30, now=dt.datetime.now(dt.UTC))
-    store.events.delivery_failed("d", event.pk, status=500, error="HTTP 500", next_attempt_at=None)
+    store.events.delivery_failed(
+        "d", event.pk, status=500, error="HTTP 500", next_attempt_at=None, retry_since=event.at
+    )
     response = service.client.post(f"/admin/events/{event.event_id}/redeliver")
     assert response.status_code == 200, response.text
     assert response.json()["delivery_state"] == "pending"

@@ -301,3 +301,57 @@ def test_process_and_repeat_on_postgresql(on_postgres: Service) -> None:
     assert on_postgres.process("PG1", {"premium": 1}).json() == first.json()
     assert on_postgres.process("PG1", {"premium": 2}).status_code == 409
     assert len(on_postgres.insurer.calls()) == 1
+
+
+# -- what an insurer's JSON can hold that our encoders and databases cannot ---------------------------
+
+#: A success whose data holds a lone surrogate escape, a NUL and an integer beyond 64 bits (all valid JSON).
+ODD_SUCCESS = (
+    b'{"success": true, "data": {"policy_no": "P\\udc00-1\\u0000", "serial": 1180591620717411303424, '
+    b'"\\ud800key": [18446744073709551616, -9223372036854775809, 9223372036854775807, 1.5]}}'
+)
+#: A failure whose message holds a lone surrogate escape and a NUL.
+ODD_FAILURE = (
+    b'{"success": false, "error_code": "E\\ud83d", "error_message": "\\u7cfb\\u7edf\\u7e41\\u5fd9\\udfff\\u0000"}'
+)
+
+
+def raw(status: int, body: bytes) -> Step:
+    def step(insurer: Any, request: httpx.Request, parsed: dict[str, Any]) -> httpx.Response:
+        if status == 200 and b'"success": true' in body:
+            insurer.complete(parsed, {})
+        return httpx.Response(status, content=body, headers={"content-type": "application/json"})
+
+    return step
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def either_store(request: pytest.FixtureRequest, start_service: Callable[..., Service]) -> Service:
+    if request.param == "sqlite":
+        return start_service()
+    return start_service(db_url=request.getfixturevalue("pg_url"))
+
+
+def test_an_insurer_answer_our_encoders_refuse_is_stored_made_safe_not_lost(either_store: Service) -> None:
+    service = either_store
+    service.insurer.script("ODD1", raw(200, ODD_SUCCESS))
+    answer = service.process("ODD1", {"n": 1})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["state"] == "SUCCEEDED"
+    # lone surrogates and NUL become U+FFFD; integers beyond 64 bits are kept, digit for digit, as text
+    assert body["result"] == {
+        "policy_no": "P\ufffd-1\ufffd",
+        "serial": "1180591620717411303424",
+        "\ufffdkey": ["18446744073709551616", "-9223372036854775809", 9223372036854775807, 1.5],
+    }
+    assert service.order("ODD1")["result"] == body["result"]
+    feed = service.client.get("/events").json()["events"]
+    assert [e["to_state"] for e in feed] == ["ASYNC_PROCESSING", "SUCCEEDED"]
+    assert feed[1]["order"]["result"] == body["result"]
+
+    service.insurer.script("ODD2", raw(503, ODD_FAILURE))
+    kept = service.process("ODD2", {"n": 2})
+    assert kept.status_code == 200, kept.text
+    failure = kept.json()["failure"]
+    assert (failure["error_code"], failure["error_message"]) == ("E\ufffd", "系统繁忙\ufffd\ufffd")

@@ -19,7 +19,9 @@ def _fail_first_event(store: OrderStore, order_id: str) -> str:
         for e in store.events.claim_deliveries("d", batch=100, lease_s=30, now=dt.datetime.now(dt.UTC))
         if e.order_pk == order.pk
     ]
-    store.events.delivery_failed("d", event.pk, status=502, error="HTTP 502: bad gateway", next_attempt_at=None)
+    store.events.delivery_failed(
+        "d", event.pk, status=502, error="HTTP 502: bad gateway", next_attempt_at=None, retry_since=event.at
+    )
     return event.event_id
 
 

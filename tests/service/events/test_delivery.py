@@ -5,6 +5,7 @@ the maximum age and redelivered, no redirect followed, the secret never logged."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import socket
@@ -166,7 +167,7 @@ def test_without_a_webhook_events_wait_for_the_feed(start_service: Callable[...,
         ({"webhook_url": "ftp://x/y", "webhook_secret": SECRET}, WebhookConfigInvalid, "http(s) URL"),
         ({"webhook_url": "http://h/x", "webhook_secret": "sekrit-value"}, WebhookSecretInvalid, "whsec_"),
         ({"webhook_url": "http://h/x", "webhook_secret": "whsec_%%%sekrit"}, WebhookSecretInvalid, "base64"),
-        ({"webhook_url": "http://h/x", "webhook_secret": "whsec_c2hvcnQ="}, WebhookSecretInvalid, "5 bytes"),
+        ({"webhook_url": "http://h/x", "webhook_secret": "whsec_"}, WebhookSecretInvalid, "empty key"),
     ],
 )
 def test_a_misconfigured_webhook_stops_the_start_without_quoting_the_secret(
@@ -306,3 +307,47 @@ def test_a_webhook_url_is_sent_percent_encoded_once() -> None:
     assert check_url("http://127.0.0.1:9/a%20b") == "http://127.0.0.1:9/a%20b"
     with pytest.raises(WebhookConfigInvalid, match="http"):
         check_url("ftp://example.com/hook")
+
+
+class _Recorder:
+    """The one store call a failed try makes, recorded (a unit seam: the store's own tests cover the SQL)."""
+
+    def __init__(self) -> None:
+        self.failed: list[dict[str, Any]] = []
+
+    def delivery_failed(self, owner: str, pk: int, **fields: Any) -> bool:
+        self.failed.append(fields)
+        return True
+
+
+def test_the_maximum_age_counts_from_the_first_failed_try_not_from_the_event() -> None:
+    """An event written long ago (a backlog from before the webhook, or held behind its order's failing
+    earlier event) still gets the whole maximum age of retries; once that is spent, it is failed."""
+    now = dt.datetime(2026, 12, 3, 12, tzinfo=dt.UTC)
+
+    async def main() -> list[dict[str, Any]]:
+        server, port = await _trickling_server(b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n", gap_s=0)
+        recorder = _Recorder()
+        deliverer = Deliverer(
+            cast(Any, recorder),
+            Signer.from_secret(SECRET),
+            DeliveryBackoff(base_s=1, max_s=60, max_age_s=3600),
+            Metrics(),
+            url=f"http://127.0.0.1:{port}/hook",
+            owner="test",
+            timeout_s=2.0,
+            clock=lambda: now,
+        )
+        old = dataclasses.replace(_event(), at=now - dt.timedelta(days=10))
+        await deliverer._deliver(old)  # its first failed try: retried, the age counted from now
+        spent = dataclasses.replace(old, delivery_attempts=5, retry_since=now - dt.timedelta(seconds=3601))
+        await deliverer._deliver(spent)
+        await deliverer.transport.aclose()
+        server.close()
+        return recorder.failed
+
+    first, last = asyncio.run(main())
+    assert first["retry_since"] == now and first["next_attempt_at"] is not None
+    assert now < first["next_attempt_at"] <= now + dt.timedelta(seconds=1)
+    assert (first["status"], first["error"]) == (503, "HTTP 503")
+    assert last["next_attempt_at"] is None and last["retry_since"] == now - dt.timedelta(seconds=3601)

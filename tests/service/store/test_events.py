@@ -225,7 +225,9 @@ def test_an_expired_lease_is_claimed_again_and_the_old_owner_can_no_longer_answe
     [again] = store.events.claim_deliveries("d2", batch=10, lease_s=5, now=at(7))
     assert again.pk == first.pk
     assert store.events.acknowledge("d1", [(first.pk, 200)], now=at(8)) == 0
-    assert not store.events.delivery_failed("d1", first.pk, status=500, error="x", next_attempt_at=at(9))
+    assert not store.events.delivery_failed(
+        "d1", first.pk, status=500, error="x", next_attempt_at=at(9), retry_since=at(0)
+    )
     assert store.events.acknowledge("d2", [(first.pk, 200)], now=at(8)) == 1
     assert store.events.get(first.event_id).delivery_state == "delivered"  # type: ignore[union-attr]
 
@@ -233,7 +235,10 @@ def test_an_expired_lease_is_claimed_again_and_the_old_owner_can_no_longer_answe
 def test_an_unacknowledged_try_is_due_again_later_then_failed_and_blocks_its_order(store: OrderStore) -> None:
     finish(store, reserve(store, "Q1", lease_s=30), OrderState.SUCCEEDED, now=at(0))
     [head] = store.events.claim_deliveries("d1", batch=10, lease_s=30, now=at(1))
-    assert store.events.delivery_failed("d1", head.pk, status=500, error="HTTP 500: oops", next_attempt_at=at(60))
+    assert store.events.delivery_failed(
+        "d1", head.pk, status=500, error="HTTP 500: oops", next_attempt_at=at(60), retry_since=at(1)
+    )
+    assert store.events.get(head.event_id).retry_since == at(1)  # type: ignore[union-attr]  # the age's origin
     assert store.events.claim_deliveries("d1", batch=10, lease_s=30, now=at(59)) == []
     [retried] = store.events.claim_deliveries("d1", batch=10, lease_s=30, now=at(61))
     assert (retried.pk, retried.delivery_attempts, retried.last_status, retried.last_error) == (
@@ -242,7 +247,9 @@ def test_an_unacknowledged_try_is_due_again_later_then_failed_and_blocks_its_ord
         500,
         "HTTP 500: oops",
     )
-    assert store.events.delivery_failed("d1", head.pk, status=None, error="ConnectError", next_attempt_at=None)
+    assert store.events.delivery_failed(
+        "d1", head.pk, status=None, error="ConnectError", next_attempt_at=None, retry_since=at(0)
+    )
     failed = store.events.get(head.event_id)
     assert failed is not None and failed.delivery_state == "failed" and failed.delivery_attempts == 2
     # the order's next event waits behind the failed one (in order per order)
@@ -256,9 +263,9 @@ def test_an_unacknowledged_try_is_due_again_later_then_failed_and_blocks_its_ord
 def test_redeliver_puts_a_failed_event_back_with_a_fresh_age(store: OrderStore) -> None:
     reserve(store, "Q1")
     [head] = store.events.claim_deliveries("d1", batch=10, lease_s=30, now=at(1))
-    store.events.delivery_failed("d1", head.pk, status=503, error="HTTP 503", next_attempt_at=None)
+    store.events.delivery_failed("d1", head.pk, status=503, error="HTTP 503", next_attempt_at=None, retry_since=at(0))
     again = store.events.redeliver(head.event_id, now=at(100))
-    assert (again.delivery_state, again.delivery_attempts, again.retry_since, again.age_from) == (
+    assert (again.delivery_state, again.delivery_attempts, again.retry_since, again.age_from(at(200))) == (
         "pending",
         0,
         at(100),
@@ -296,10 +303,14 @@ def test_an_orders_later_events_wait_with_its_head_and_come_back_with_its_redeli
     finish(store, order, OrderState.SUCCEEDED, now=at(0))
     head, later = store.events.of_order(order.pk)
     [claimed] = store.events.claim_deliveries("d1", batch=10, lease_s=30, now=at(1))
-    store.events.delivery_failed("d1", claimed.pk, status=500, error="HTTP 500", next_attempt_at=at(60))
+    store.events.delivery_failed(
+        "d1", claimed.pk, status=500, error="HTTP 500", next_attempt_at=at(60), retry_since=at(0)
+    )
     assert store.events.get(later.event_id).next_attempt_at == at(60)  # type: ignore[union-attr]
     [claimed] = store.events.claim_deliveries("d1", batch=10, lease_s=30, now=at(61))
-    store.events.delivery_failed("d1", claimed.pk, status=500, error="HTTP 500", next_attempt_at=None)
+    store.events.delivery_failed(
+        "d1", claimed.pk, status=500, error="HTTP 500", next_attempt_at=None, retry_since=at(0)
+    )
     assert store.events.get(later.event_id).next_attempt_at is None  # type: ignore[union-attr]
     store.events.redeliver(head.event_id, now=at(100))
     assert store.events.get(later.event_id).next_attempt_at == at(100)  # type: ignore[union-attr]
