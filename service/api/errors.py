@@ -8,7 +8,6 @@ ours. The answer's `detail` is the error's message. Any other error is a 500.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from model.artifact import ArtifactError
 from service.api.responses import JSONBytes
 from service.gateway import UnknownInsurer
+from service.jsonvalues import encodable
 from service.learning.reload import ModelRejected
 from service.processing import PayloadTooLarge
 from service.store import (
@@ -47,27 +47,18 @@ STATUS: dict[type[Exception], int] = {
 }
 
 
-_INT64 = 2**63
 #: How deep an echoed input is shown; deeper containers read "…" (orjson stops at 255 levels).
 _ECHO_DEPTH = 16
 
 
-def _json_safe(value: Any, depth: int = 0) -> Any:
-    """`value` as orjson takes it: non-finite floats as None, integers outside 64 bits as strings,
-    unpaired surrogates escaped, containers deeper than _ECHO_DEPTH cut to "…"."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if -_INT64 <= value < _INT64 else str(value)
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, dict | list | tuple) and depth >= _ECHO_DEPTH:
-        return "…"
-    if isinstance(value, dict):
-        return {_json_safe(k, depth): _json_safe(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v, depth + 1) for v in value]
-    return value
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` as orjson takes it (service/jsonvalues.py), unpaired surrogates escaped, containers
+    deeper than _ECHO_DEPTH cut to "…"."""
+    return encodable(value, text=_escaped, max_depth=_ECHO_DEPTH)
 
 
 def install_error_handlers(app: FastAPI) -> None:

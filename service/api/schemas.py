@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from service.jsonvalues import ORJSON_INTS
+
 MAX_PAYLOAD_DEPTH = 32
 
 
@@ -137,10 +139,6 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-#: The integers a payload may hold: what orjson (the order's request hash and storage) writes.
-_INT_RANGE = range(-(2**63), 2**64)
-
-
 def _unstorable(value: Any, path: str = "payload") -> str | None:
     """What makes a JSON value unstorable, at its first such place, or None: NaN or Infinity (Python's
     JSON parser accepts them), integers beyond 64 bits, unpaired surrogates in strings or keys."""
@@ -149,7 +147,7 @@ def _unstorable(value: Any, path: str = "payload") -> str | None:
         item, where = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             return f"{where} is NaN or Infinity, which JSON does not allow"
-        if isinstance(item, int) and not isinstance(item, bool) and item not in _INT_RANGE:
+        if isinstance(item, int) and not isinstance(item, bool) and item not in ORJSON_INTS:
             return f"{where} is an integer beyond 64 bits"
         if isinstance(item, str) and (problem := _unpaired_surrogate(item)) is not None:
             return f"{where} {problem}"

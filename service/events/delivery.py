@@ -273,8 +273,7 @@ class Deliverer:
         if 200 <= status < 300:
             return Outcome("acknowledged", status, "")
         text = answer.body[:ERROR_BODY_CHARS].decode("utf-8", "replace").strip()
-        location = next((v for k, v in answer.headers.items() if k.lower() == "location"), "")
-        where = f" (to {location[:200]}, not followed)" if 300 <= status < 400 else ""
+        where = f" (to {answer.header('location')[:200]}, not followed)" if 300 <= status < 400 else ""
         return Outcome("rejected", status, f"HTTP {status}{where}: {text}" if text else f"HTTP {status}{where}")
 
     async def _flush_acks_forever(self) -> None:

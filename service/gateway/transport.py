@@ -121,13 +121,15 @@ class Answer:
     def text(self) -> str:
         return decode_body(self.body, self.charset)
 
+    def header(self, name: str) -> str:
+        """A header's value, its name matched in any case ("" when absent)."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers.items() if key.lower() == wanted), "")
+
     @property
     def content_type(self) -> str:
         """The media type, lower case, without parameters ("" when absent)."""
-        for name, value in self.headers.items():
-            if name.lower() == "content-type":
-                return value.split(";", 1)[0].strip().lower()
-        return ""
+        return self.header("content-type").split(";", 1)[0].strip().lower()
 
 
 class HttpTransport(Protocol):

@@ -33,13 +33,10 @@ from service.store.tables import OrderState, UTCDateTime, attempts, orders
 
 _DIALECT: Final = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 _TIME: Final = UTCDateTime()
-#: Result columns holding JSON (asyncpg hands json back as text), also under record_attempt's prefix.
+#: Result columns holding JSON (asyncpg hands json back as text): the order's (record) and the attempt's
+#: (record_query). Record returns no attempt JSON: steps.recorded builds the attempt from its parameters.
 _JSON_COLUMNS: Final = frozenset(
-    name
-    for table in (orders, attempts)
-    for column in table.c
-    if isinstance(column.type, sa.JSON)
-    for name in (column.name, "attempt__" + column.name)
+    column.name for table in (orders, attempts) for column in table.c if isinstance(column.type, sa.JSON)
 )
 
 

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.events.payload import encode_document, event_document, failure_summary, new_event_id
+from service.jsonvalues import encodable
 from service.store import queries
 from service.store.errors import LeaseLost, OrderConflict
 from service.store.events import txid_expression
@@ -96,26 +97,17 @@ _TRANSITION_FIELDS: Final = ("at", "to_state", "reason", "actor")
 #: NUL (PostgreSQL text cannot hold it) and lone surrogates (no UTF-8 encoder takes them; json.loads
 #: makes them from an escape like "\udc00").
 _UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
-#: The integers orjson encodes (the event document, FastSteps' JSON parameters).
-_INT_MIN: Final = -(2**63)
-_INT_MAX: Final = 2**64 - 1
+
+
+def _storable_text(text: str) -> str:
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def storable(value: Any) -> Any:
     """An insurer's value made storable and encodable everywhere: in every string (and object key) NUL
     and lone surrogates become U+FFFD; an integer beyond 64 bits is kept as its digits, a string.
     Whatever an adapter parsed (json.loads takes all of these) is recorded, never refused."""
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value)
-    if isinstance(value, bool) or value is None or isinstance(value, float):
-        return value
-    if isinstance(value, int):
-        return value if _INT_MIN <= value <= _INT_MAX else str(value)
-    if isinstance(value, Mapping):
-        return {storable(str(k)): storable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [storable(v) for v in value]
-    return value
+    return encodable(value, text=_storable_text)
 
 
 def _param(table: sa.Table, prefix: str, name: str) -> sa.BindParameter[Any]:
