@@ -103,11 +103,17 @@ def _storable_text(text: str) -> str:
     return _UNSTORABLE.sub("\ufffd", text)
 
 
+#: How deep an insurer's value is kept; deeper containers read "…" (orjson stops at 255 levels, and the
+#: event document puts the result three levels down).
+STORED_DEPTH: Final = 64
+
+
 def storable(value: Any) -> Any:
     """An insurer's value made storable and encodable everywhere: in every string (and object key) NUL
-    and lone surrogates become U+FFFD; an integer beyond 64 bits is kept as its digits, a string.
-    Whatever an adapter parsed (json.loads takes all of these) is recorded, never refused."""
-    return encodable(value, text=_storable_text)
+    and lone surrogates become U+FFFD; an integer beyond 64 bits is kept as its digits, a string;
+    nesting past STORED_DEPTH is cut. Whatever an adapter parsed (json.loads takes all of these) is
+    recorded, never refused."""
+    return encodable(value, text=_storable_text, max_depth=STORED_DEPTH)
 
 
 def _param(table: sa.Table, prefix: str, name: str) -> sa.BindParameter[Any]:

@@ -355,3 +355,16 @@ def test_an_insurer_answer_our_encoders_refuse_is_stored_made_safe_not_lost(eith
     assert kept.status_code == 200, kept.text
     failure = kept.json()["failure"]
     assert (failure["error_code"], failure["error_message"]) == ("E\ufffd", "系统繁忙\ufffd\ufffd")
+
+
+def test_an_insurer_answer_nested_past_what_json_encoders_take_is_kept_cut(service: Service) -> None:
+    deep = b"[" * 300 + b"1" + b"]" * 300  # json.loads takes it; orjson stops at 255 levels
+    service.insurer.script("DEEP1", raw(200, b'{"success": true, "data": {"tree": ' + deep + b"}}"))
+    answer = service.process("DEEP1", {"n": 1})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "SUCCEEDED"
+    node, levels = answer.json()["result"]["tree"], 1
+    while isinstance(node, list):
+        node, levels = node[0], levels + 1
+    assert (node, levels) == ("…", 64)  # the data object is level 0: its tree keeps 63 levels
+    assert [e["to_state"] for e in service.client.get("/events").json()["events"]] == ["ASYNC_PROCESSING", "SUCCEEDED"]
