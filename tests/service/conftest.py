@@ -205,11 +205,20 @@ SMALL_RETRY: dict[str, Any] = {"retry_base_s": 0.001, "retry_max_s": 0.002, "ret
 
 
 @pytest.fixture
-def start_service(tmp_path: Path, serving_model: ServingModel) -> Iterator[Callable[..., Service]]:
-    """Factory: start_service(db_url=None, insurer=None, **settings) → a Service, stopped at teardown."""
+def start_service(
+    request: pytest.FixtureRequest, tmp_path: Path, serving_model: ServingModel
+) -> Iterator[Callable[..., Service]]:
+    """Factory: start_service(db_url=None, insurer=None, **settings) → a Service, stopped at teardown.
+
+    The services stop before any fixture set up ahead of the first start() is torn down (the test's
+    PostgreSQL schema above all, whatever the order of the test's arguments): a background loop that
+    still ran on a dropped schema would fail the test in its teardown."""
     stack = ExitStack()
+    started: list[Service] = []
 
     def start(*, db_url: str | None = None, insurer: MockInsurer | None = None, **overrides: Any) -> Service:
+        if not started:  # node finalizers run LIFO: this one before those of the fixtures set up so far
+            request.node.addfinalizer(stack.close)
         settings = Settings(
             state_dir=tmp_path / "state",
             db_url=db_url or f"sqlite:///{tmp_path}/state/asyncgate.db",
@@ -221,7 +230,8 @@ def start_service(tmp_path: Path, serving_model: ServingModel) -> Iterator[Calla
         app = create_app(settings, model=serving_model, insurers=registry(), http_client=http)
         stack.callback(lambda: anyio.run(http.aclose))  # after the app has stopped (LIFO)
         client = stack.enter_context(TestClient(app))
-        return Service(client, app, mock, settings)
+        started.append(Service(client, app, mock, settings))
+        return started[-1]
 
     yield start
     stack.close()
