@@ -86,12 +86,19 @@ sa.Index(
     postgresql_where=orders.c.state == OrderState.ASYNC_PROCESSING.value,
 ).ddl_if(dialect="postgresql")
 sa.Index("ix_orders_state_due", orders.c.state, orders.c.next_attempt_at).ddl_if(dialect="sqlite")
-sa.Index("ix_orders_insurer_state", orders.c.insurer, orders.c.state)
 sa.Index("ix_orders_created", orders.c.created_at, orders.c.id)
-# The operations console (migration 0003): filtered newest-first pages and the failure window.
+# The operations console (migration 0003): filtered newest-first pages and the failure window. Every
+# state change writes an entry in each index whose predicate the new row meets (no HOT update: `state`
+# and `updated_at` are indexed), so the failure window's index holds only orders that failed once
+# (migration 0007).
 sa.Index("ix_orders_state_created", orders.c.state, orders.c.created_at, orders.c.id)
 sa.Index("ix_orders_insurer_created", orders.c.insurer, orders.c.created_at, orders.c.id)
-sa.Index("ix_orders_updated", orders.c.updated_at)
+sa.Index(
+    "ix_orders_failed_updated",
+    orders.c.updated_at,
+    postgresql_where=orders.c.first_failure_at.is_not(None),
+    sqlite_where=orders.c.first_failure_at.is_not(None),
+)
 
 attempts = sa.Table(
     "attempts",

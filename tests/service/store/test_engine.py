@@ -76,7 +76,11 @@ def test_migrate_twice_is_a_no_op(engine: sa.Engine, store: OrderStore) -> None:
 def test_migrated_schema_has_the_claim_and_listing_indexes(engine: sa.Engine) -> None:
     indexes = {ix["name"]: ix for ix in sa.inspect(engine).get_indexes("orders")}
     assert indexes["ix_orders_created"]["column_names"] == ["created_at", "id"]
-    assert indexes["ix_orders_insurer_state"]["column_names"] == ["insurer", "state"]
+    assert "ix_orders_insurer_state" not in indexes, "dropped by 0007: no query reads it"
+    failed = indexes["ix_orders_failed_updated"]
+    assert failed["column_names"] == ["updated_at"]
+    if engine.dialect.name == "postgresql":
+        assert "first_failure_at IS NOT NULL" in str(failed["dialect_options"]["postgresql_where"])
     if engine.dialect.name == "postgresql":
         due = indexes["ix_orders_due"]
         assert due["column_names"] == ["next_attempt_at"]

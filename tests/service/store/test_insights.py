@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from service.store import InvalidCursor, OrderRecord, OrderState, OrderStore
 from service.store.insights import MAX_PAGE
 from service.store.records import decode_cursor, encode_cursor
+from service.store.tables import orders
 from tests.service.console.seed import insurer_of, seed_orders, story_of
 from tests.service.store.conftest import reserve
 
@@ -117,4 +118,25 @@ def test_console_indexes_exist(engine: sa.Engine) -> None:
     indexes = {ix["name"]: ix["column_names"] for ix in sa.inspect(engine).get_indexes("orders")}
     assert indexes["ix_orders_state_created"] == ["state", "created_at", "id"]
     assert indexes["ix_orders_insurer_created"] == ["insurer", "created_at", "id"]
-    assert indexes["ix_orders_updated"] == ["updated_at"]
+    assert indexes["ix_orders_failed_updated"] == ["updated_at"]
+
+
+def test_the_failure_window_reads_its_partial_index(engine: sa.Engine) -> None:
+    """Only orders that failed once are in `ix_orders_failed_updated`; the failure sample's query names
+    that predicate, so the planner can use the index (and must, with sequential scans off)."""
+    since = NOW - dt.timedelta(hours=1)
+    query = (
+        sa.select(orders.c.id)
+        .where(orders.c.updated_at >= since, orders.c.first_failure_at.is_not(None))
+        .order_by(orders.c.updated_at.desc())
+        .limit(10)
+    )
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SET enable_seqscan = off"))
+            compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
+            plan = "\n".join(conn.execute(sa.text(f"EXPLAIN {compiled}")).scalars())
+        else:
+            compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
+            plan = "\n".join(str(row[-1]) for row in conn.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}")))
+    assert "ix_orders_failed_updated" in plan, plan
