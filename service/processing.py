@@ -25,7 +25,7 @@ import datetime as dt
 import hashlib
 import logging
 import random
-import uuid
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
@@ -263,7 +263,7 @@ class OrderProcessor:
             operation,
             payload,
             digest,
-            lease_owner=f"api:{uuid.uuid4().hex[:16]}",
+            lease_owner=f"api:{secrets.token_hex(8)}",
             lease_s=self.lease_s,
             now=now,
         )

@@ -28,8 +28,7 @@ def new_event_id(now: dt.datetime) -> str:
 
 def format_time(value: dt.datetime) -> str:
     """UTC with milliseconds and a Z: 2026-12-02T10:00:00.123Z."""
-    utc = value.astimezone(dt.UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def failure_summary(

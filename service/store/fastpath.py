@@ -16,7 +16,6 @@ SQLAlchemy engines.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,11 +39,16 @@ _JSON_COLUMNS: Final = frozenset(
 )
 
 
+#: A bind parameter the caller must pass (the others are the statement's own literals).
+_PASSED: Final = object()
+
+
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
-    compiled: sa.engine.Compiled
-    encoders: tuple[tuple[str, Any], ...]  # (parameter name, None | "json" | "time")
+    #: per positional parameter: (name, None | "json" | "time", the literal's value or _PASSED); what
+    #: SQLAlchemy's construct_params would give, without its cost per call (~15% of a step's CPU)
+    arguments: tuple[tuple[str, str | None, Any], ...]
 
 
 def _encoding(bind_type: Any) -> str | None:
@@ -57,9 +61,12 @@ def _encoding(bind_type: Any) -> str | None:
 
 def _compile(statement: sa.Executable) -> _Compiled:
     compiled = statement.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
-    names = compiled.positiontup or ()
-    encoders = tuple((name, _encoding(compiled.binds[name].type)) for name in names)
-    return _Compiled(str(compiled), compiled, encoders)
+    arguments = []
+    for name in compiled.positiontup or ():
+        bind = compiled.binds[name]
+        literal = _PASSED if bind.required or bind.callable is not None else bind.value
+        arguments.append((name, _encoding(bind.type), literal))
+    return _Compiled(str(compiled), tuple(arguments))
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -95,11 +102,12 @@ class FastSteps:
         await self._pool.close()
 
     async def _row(self, compiled: _Compiled, parameters: dict[str, Any]) -> dict[str, Any] | None:
-        values = compiled.compiled.construct_params(parameters) or {}  # with the statement's own literals
         arguments = []
-        for name, encoding in compiled.encoders:
-            value = values[name]
-            if value is not None and encoding == "json":
+        for name, encoding, literal in compiled.arguments:
+            value = parameters[name] if literal is _PASSED else parameters.get(name, literal)
+            if value is None:
+                pass
+            elif encoding == "json":
                 value = orjson.dumps(value).decode()
             elif encoding == "time":
                 value = _TIME.process_bind_param(value, _DIALECT)
@@ -165,8 +173,7 @@ class FastSteps:
             count_call=count_call,
             held=held,
         )
-        order, written = steps.recorded(await self._row(self._record, parameters), parameters, held)
-        return dataclasses.replace(order, attempt_log=(written,))
+        return steps.recorded(await self._row(self._record, parameters), parameters, held)
 
     async def record_query(
         self, order_pk: int, attempt: NewAttempt, *, lease_owner: str, actor: str, now: dt.datetime

@@ -77,7 +77,8 @@ _ORDER_INSERT: Final = (
     "created_at",
     "updated_at",
 )
-_ATTEMPT_FIELDS: Final = (*(f.name for f in dataclasses.fields(NewAttempt)), "at", "actor")
+_NEW_ATTEMPT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(NewAttempt))
+_ATTEMPT_FIELDS: Final = (*_NEW_ATTEMPT_FIELDS, "at", "actor")
 #: What reserve and record return of the rows they write: only what the database decides (the new
 #: ids, and the order's columns whose SET expressions read the old row); the rest of each record is
 #: the parameters and the held order (decoding ~35 columns per /process cost ~20% of its statements'
@@ -410,11 +411,12 @@ def record_attempt(
         held=held,
     )
     if _postgres(conn):
-        order, written = recorded(conn.execute(record_statement(), parameters).mappings().first(), parameters, held)
+        order = recorded(conn.execute(record_statement(), parameters).mappings().first(), parameters, held)
     else:
-        order, written = _record_in_steps(conn, order_pk, parameters, held)
-    log = queries.attempt_logs(conn, [order_pk]).get(order_pk, ()) if full_log else (written,)
-    return dataclasses.replace(order, attempt_log=log)
+        order = _record_in_steps(conn, order_pk, parameters, held)
+    if full_log:
+        return dataclasses.replace(order, attempt_log=queries.attempt_logs(conn, [order_pk]).get(order_pk, ()))
+    return order
 
 
 def record_parameters(
@@ -470,33 +472,28 @@ def record_parameters(
     return parameters | _event_parameters(facts, held.state.value, new_state.value, now)
 
 
-def recorded(
-    row: Mapping[Any, Any] | None, parameters: dict[str, Any], held: OrderRecord
-) -> tuple[OrderRecord, AttemptRecord]:
-    """The order and the attempt record_attempt wrote, from the row its statement returned (None:
-    LeaseLost): the order is `held` with the columns the update decided (_RECORD_ORDER_COLUMNS) and
-    its lease released; the attempt is the parameters it was inserted with and its new id."""
+def recorded(row: Mapping[Any, Any] | None, parameters: dict[str, Any], held: OrderRecord) -> OrderRecord:
+    """The order record_attempt wrote, from the row its statement returned (None: LeaseLost): `held`
+    with the columns the update decided (_RECORD_ORDER_COLUMNS), its lease released, and as its log
+    the attempt written (the parameters it was inserted with and its new id)."""
     if row is None:
         raise LeaseLost(parameters["pk"], parameters["owner"])
-    changed = {name: row[name] for name in _RECORD_ORDER_COLUMNS if name != "id"}
-    changed["state"] = OrderState(changed["state"])
-    order = dataclasses.replace(held, lease_owner=None, lease_until=None, attempt_log=None, **changed)
     attempt = AttemptRecord(
         id=row[_ATTEMPT + "id"], order_pk=held.pk, **{name: parameters["a_" + name] for name in _ATTEMPT_FIELDS}
     )
-    return order, attempt
+    changed = {name: row[name] for name in _RECORD_ORDER_COLUMNS if name != "id"}
+    changed["state"] = OrderState(changed["state"])
+    return dataclasses.replace(held, lease_owner=None, lease_until=None, attempt_log=(attempt,), **changed)
 
 
 def _attempt_values(attempt: NewAttempt, *, actor: str, now: dt.datetime) -> dict[str, Any]:
     """The attempt row's columns but order_pk, made `storable` (an insurer's texts may hold NUL or lone
     surrogates, and the explanation quotes them), on both dialects."""
-    fields = {k: storable(v) for k, v in dataclasses.asdict(attempt).items()}
+    fields = {name: storable(getattr(attempt, name)) for name in _NEW_ATTEMPT_FIELDS}  # not asdict: no deep copy
     return fields | {"at": now, "actor": actor}
 
 
-def _record_in_steps(
-    conn: sa.Connection, order_pk: int, parameters: dict[str, Any], held: OrderRecord
-) -> tuple[OrderRecord, AttemptRecord]:
+def _record_in_steps(conn: sa.Connection, order_pk: int, parameters: dict[str, Any], held: OrderRecord) -> OrderRecord:
     held_statement, update, insert = _sqlite_record_statements()
     leased = conn.execute(held_statement, parameters).one_or_none()
     if leased is None:
