@@ -12,8 +12,9 @@ worker in it). The state machine, with the policy's numbers:
 A failure is what says the insurer (or the way to it) is unwell: no answer or an unknown outcome,
 and failures classified async-eligible (busy, throttled, maintenance, timeouts). A business
 rejection (a declined underwriting, a bad ID number) is a healthy insurer answering, and counts as
-a success here. State is per process and in memory: every API process and worker judges for
-itself, which is what protects the insurer from each of them. Time comes from an injected
+a success here. State is in memory, and shared through the order database by InsurerHealth
+(service/health.py): a trip in any process opens every process's circuit until the same time
+(`trip`), a probe that succeeds anywhere closes them all (`reset`). Time comes from an injected
 monotonic clock, so the tests drive it.
 """
 
@@ -60,6 +61,10 @@ class BreakerPolicy:
     def enabled(self) -> bool:
         return self.failures > 0
 
+
+#: A trip from another process that would keep the circuit open less than this longer changes nothing
+#: (the process's own trip, read back from the database, is not applied again).
+TRIP_SLACK_S = 0.05
 
 #: Called as on_change(insurer, old state, new state, why) on every state change.
 OnChange = Callable[[str, BreakerState, BreakerState, str], None]
@@ -131,6 +136,23 @@ class CircuitBreaker:
             return BreakerState.OPEN, f"{failures} of the last {calls} calls failed"
         return None
 
+    def trip(self, open_for_s: float) -> bool:
+        """Open for `open_for_s` seconds from now, as another process decided (shared state); False
+        when already open at least that long (nothing changes)."""
+        if not self.policy.enabled or self.retry_in() >= open_for_s - TRIP_SLACK_S:
+            return False
+        self._open()
+        self._opened_at = self._clock() - max(0.0, self.policy.cooldown_s - open_for_s)
+        return True
+
+    def reset(self) -> bool:
+        """Close, as a probe that succeeded in another process decided; False when already closed."""
+        if self._state is BreakerState.CLOSED:
+            return False
+        self._state, self._probes_out = BreakerState.CLOSED, 0
+        self._recent.clear()
+        return True
+
     def _open(self) -> None:
         self._state = BreakerState.OPEN
         self._opened_at = self._clock()
@@ -174,6 +196,24 @@ class Breakers:
         change = breaker.record(failed)
         if change is not None:
             self._changed(insurer, before, *change)
+
+    def trip(self, insurer: str, open_for_s: float, why: str) -> bool:
+        """Open `insurer`'s circuit for `open_for_s` seconds (another process's trip); did it change?"""
+        breaker = self._get(insurer)
+        before = breaker.state
+        if not breaker.trip(open_for_s):
+            return False
+        self._changed(insurer, before, BreakerState.OPEN, why)
+        return True
+
+    def reset(self, insurer: str, why: str) -> bool:
+        """Close `insurer`'s circuit (another process's probe succeeded); did it change?"""
+        breaker = self._get(insurer)
+        before = breaker.state
+        if not breaker.reset():
+            return False
+        self._changed(insurer, before, BreakerState.CLOSED, why)
+        return True
 
     def state(self, insurer: str) -> BreakerState:
         return self._get(insurer).state

@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     throttle_window_s: float = Field(default=120.0, gt=0)
     throttle_min_requests: int = Field(default=20, ge=0)
 
-    # per-insurer circuit breaker (insurer_guard "breaker"; per process): `breaker_failures` failed calls among the last
-    # `breaker_window` open it for `breaker_cooldown_s`; then `breaker_probes` calls at a time probe it
+    # per-insurer circuit breaker (insurer_guard "breaker"): `breaker_failures` failed calls among the last
+    # `breaker_window` open it for `breaker_cooldown_s`; then `breaker_probes` calls at a time probe it; with
+    # shared_state, a trip or a successful probe in any process applies to every process (service/health.py)
     # defaults ask for a real outage (half of the last 100 calls), not a burst of ordinary failures
     breaker_window: int = Field(default=100, ge=1, le=10_000)
     breaker_failures: int = Field(default=50, ge=0)  # 0 disables the breaker

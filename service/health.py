@@ -20,13 +20,20 @@ counts since the last sync to the order database and takes back the fleet's tota
 so the adaptive throttle of every process decides on one figure (requests and accepts of all
 processes) and the worker's retry budget sees the fleet's first-call rate. A sync that fails keeps
 its counts for the next one; after `stale_s` without a sync each process falls back to its own
-window (logged), and back to the fleet's figure (logged) once a sync succeeds. The on/off breaker
-(guard "breaker") stays per process.
+window (logged), and back to the fleet's figure (logged) once a sync succeeds.
+
+The on/off breaker (guard "breaker") is shared the same way: each sync writes this process's trips
+(its breaker opened: until when it stays open) and closes (a probe succeeded) to the insurer's
+`insurer_circuit` row and reads every row back, so a trip anywhere opens every process's circuit until
+the same time, within two sync periods (the writer's, then the reader's: ≤ 1 s by default), and one
+successful probe anywhere closes them all
+(service/store/insurer_state.py). Each process still counts its own calls to decide a trip.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -40,7 +47,7 @@ from service.breaker import STATE_VALUE, BreakerPolicy, Breakers, BreakerState
 from service.budget import BudgetFigure
 from service.metrics import Metrics
 from service.store import StoreUnavailable
-from service.store.insurer_state import InsurerStateStore, Traffic
+from service.store.insurer_state import CircuitClose, CircuitRow, CircuitTrip, InsurerStateStore, Traffic
 from service.throttle import AdaptiveThrottle, ThrottlePolicy
 
 Guard = Literal["adaptive", "breaker", "none"]
@@ -95,7 +102,14 @@ class InsurerHealth:
         self.guard: Guard = guard
         if guard == "none":
             policy = BreakerPolicy(failures=0)
-        self._breakers = Breakers(policy, clock=clock, on_change=self._changed)
+        self._breakers = Breakers(policy, clock=clock, on_change=self._breaker_changed)
+        # the breaker's last trip and close per insurer not yet written to the database (the latest of
+        # each says all: see push_circuit), and what the fleet's rows did here
+        self._trips: dict[str, CircuitTrip] = {}
+        self._closes: dict[str, CircuitClose] = {}
+        self._applying = False  # a change the fleet's row made is not written back
+        self._tripped_at: dict[str, float] = {}  # wall time of the trip that opened this process's circuit
+        self._seen_trip: dict[str, float] = {}  # opened_at of the last fleet trip applied
         self._throttle_policy = throttle or ThrottlePolicy()
         self._throttles: dict[str, AdaptiveThrottle] = {}
         self._throttle_states: dict[str, BreakerState] = {}
@@ -227,12 +241,60 @@ class InsurerHealth:
         for name, throttle in throttles.items():
             total = totals.get(name, Traffic())
             throttle.set_fleet(total.requests, total.accepts, total.first_calls)
+        if self.guard == "breaker" and not await self._sync_circuits(store):
+            return False
         self._last_sync = self._clock()
         if self._sync_down:
             self._sync_down = False
             sync_log.info("insurer state: the database is reachable again; every process decides on the fleet's figure")
         self._changes()
         return True
+
+    async def _sync_circuits(self, store: InsurerStateStore) -> bool:
+        """Write the breaker's trips and closes since the last sync, apply the fleet's rows; False
+        (the changes kept for the next sync) when the database cannot be reached."""
+        trips, closes = self._trips, self._closes
+        self._trips, self._closes = {}, {}
+        try:
+            rows = await anyio.to_thread.run_sync(store.push_circuit, list(trips.values()), list(closes.values()))
+        except StoreUnavailable:
+            self._trips, self._closes = trips | self._trips, closes | self._closes
+            return False
+        self._apply_circuits(rows)
+        return True
+
+    def _apply_circuits(self, rows: Mapping[str, CircuitRow]) -> None:
+        """Open this process's circuit until a newer trip's end; close it when a probe succeeded (anywhere)
+        after the trip that opened it."""
+        wall = self._wall()
+        self._applying = True
+        try:
+            for name, row in rows.items():
+                if row.open_until > wall:
+                    if row.opened_at > self._seen_trip.get(name, -math.inf):
+                        self._seen_trip[name] = row.opened_at
+                        if self._breakers.trip(name, row.open_until - wall, f"opened by another process: {row.reason}"):
+                            self._tripped_at[name] = row.opened_at
+                elif (
+                    row.closed_at is not None
+                    and row.closed_at >= self._tripped_at.get(name, math.inf)
+                    and self._breakers.reset(name, "a probe of another process succeeded")
+                ):
+                    self._tripped_at.pop(name, None)
+        finally:
+            self._applying = False
+
+    def _breaker_changed(self, insurer: str, before: BreakerState, after: BreakerState, why: str) -> None:
+        """A breaker's change: reported, and (this process's own decision) kept for the next sync."""
+        if not self._applying:
+            wall = self._wall()
+            if after is BreakerState.OPEN:
+                self._tripped_at[insurer] = wall
+                self._trips[insurer] = CircuitTrip(insurer, wall, wall + self.policy.cooldown_s, why)
+            elif after is BreakerState.CLOSED:
+                self._tripped_at.pop(insurer, None)
+                self._closes[insurer] = CircuitClose(insurer, wall)
+        self._changed(insurer, before, after, why)
 
     def _changes(self) -> None:
         if self.guard == "adaptive":

@@ -14,6 +14,14 @@ fleet's retry budget, one figure per insurer for every serve and worker process 
   min(want, whole tokens available) and write the rest back. Every token any process ever uses went
   through this row, so the fleet never takes more than burst + rate x time.
 
+- `push_circuit(trips, closes)`: the on/off breaker's changes (guard "breaker"), one transaction: a
+  trip upserts the insurer's `insurer_circuit` row when it keeps the circuit open longer than the row
+  does (`ON CONFLICT DO UPDATE ... WHERE excluded.open_until > open_until`); a close (a probe that
+  succeeded at `at`) ends the trip opened at or before `at` (`closed_at = at`, and `open_until` no
+  later than `at`), never a later one; the processes whose circuit that trip opened close theirs, even
+  those whose cooldown had passed and which would otherwise probe too. Then every row is read back,
+  and each process applies what another one decided.
+
 Times are Unix seconds from the caller's wall clock (processes on one database must agree on the
 time within a bucket; NTP does that). Database outages surface as StoreUnavailable, as in OrderStore.
 """
@@ -21,7 +29,7 @@ time within a bucket; NTP does that). Database outages surface as StoreUnavailab
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -30,7 +38,7 @@ from sqlalchemy import exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.store.errors import StoreUnavailable
-from service.store.tables import insurer_budget, insurer_traffic
+from service.store.tables import insurer_budget, insurer_circuit, insurer_traffic
 
 _UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
 
@@ -61,6 +69,35 @@ class Grant:
     rate_per_s: float
     granted_total: int
     wait_s: float  # until the bucket holds its next whole token (0 when it holds one now)
+
+
+@dataclass(frozen=True)
+class CircuitTrip:
+    """A process's breaker opened at `opened_at` for every process until `open_until`."""
+
+    insurer: str
+    opened_at: float
+    open_until: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class CircuitClose:
+    """A probe to `insurer` succeeded at `at`: the trip opened before it is over."""
+
+    insurer: str
+    at: float
+
+
+@dataclass(frozen=True)
+class CircuitRow:
+    """An insurer's latest trip as stored (`closed_at`: when a probe closed it, or None)."""
+
+    insurer: str
+    opened_at: float
+    open_until: float
+    closed_at: float | None
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -131,6 +168,57 @@ class InsurerStateStore:
                 .group_by(t.c.insurer)
             ).all()
         return {insurer: Traffic(int(r or 0), int(a or 0), int(f or 0)) for insurer, r, a, f in totals}
+
+    def push_circuit(self, trips: Sequence[CircuitTrip], closes: Sequence[CircuitClose]) -> dict[str, CircuitRow]:
+        """Write this process's breaker trips and closes and return every insurer's row. The conditions
+        make the order of the two lists immaterial: a close never ends a later trip."""
+        c = insurer_circuit
+        with self._transaction() as conn:
+            for trip in sorted(trips, key=lambda t: (t.insurer, t.opened_at)):  # key order: no deadlock
+                insert = self._insert(c).values(
+                    insurer=trip.insurer,
+                    opened_at=trip.opened_at,
+                    open_until=trip.open_until,
+                    closed_at=None,
+                    reason=trip.reason[:200],
+                )
+                excluded = insert.excluded
+                conn.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[c.c.insurer],
+                        set_={
+                            "opened_at": excluded.opened_at,
+                            "open_until": excluded.open_until,
+                            "closed_at": None,
+                            "reason": excluded.reason,
+                        },
+                        where=excluded.open_until > c.c.open_until,
+                    )
+                )
+            for close in sorted(closes, key=lambda c: (c.insurer, c.at)):
+                conn.execute(
+                    sa.update(c)
+                    .where(
+                        c.c.insurer == close.insurer,
+                        c.c.opened_at <= close.at,
+                        sa.or_(c.c.closed_at.is_(None), c.c.closed_at < close.at),
+                    )
+                    .values(
+                        open_until=sa.case((c.c.open_until > close.at, close.at), else_=c.c.open_until),
+                        closed_at=close.at,
+                    )
+                )
+            rows = conn.execute(sa.select(c)).mappings().all()
+        return {
+            row["insurer"]: CircuitRow(
+                row["insurer"],
+                float(row["opened_at"]),
+                float(row["open_until"]),
+                None if row["closed_at"] is None else float(row["closed_at"]),
+                row["reason"],
+            )
+            for row in rows
+        }
 
     def take_tokens(
         self, insurer: str, *, want: int, give_back: int = 0, rate_per_s: float, burst: int, now: float

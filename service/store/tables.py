@@ -204,6 +204,21 @@ insurer_budget = sa.Table(
     sa.Column("granted", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
+# The on/off circuit breaker's trips (insurer_guard "breaker", migration 0008): one row per insurer,
+# the latest trip of any process. A process whose breaker opens writes when it opened and until when
+# the circuit stays open (Unix seconds); every process reading the row opens its own breaker until
+# then. A probe that succeeds anywhere closes it: `closed_at` ends the trip (open_until set to it), and
+# every process whose breaker opened before that closes too.
+insurer_circuit = sa.Table(
+    "insurer_circuit",
+    metadata,
+    sa.Column("insurer", sa.String(128), primary_key=True),
+    sa.Column("opened_at", sa.Float(), nullable=False),
+    sa.Column("open_until", sa.Float(), nullable=False),
+    sa.Column("closed_at", sa.Float(), nullable=True),
+    sa.Column("reason", sa.String(200), nullable=False),
+)
+
 # Order events (migration 0006, docs/contract.md §8): the transactional outbox. One row per
 # transition, inserted by the transition's own statement (service/store/steps.py;
 # queries.insert_transition for requeues) and so committed or lost with it. `body` is the event's

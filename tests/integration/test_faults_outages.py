@@ -220,3 +220,56 @@ def test_circuit_breaker_spares_a_failing_insurer_and_closes_again(
             assert completions(sim.ledger(), skipped) == dict.fromkeys(skipped, 1)
     finally:
         assert service.stop() in CLEAN_EXIT, service.output()
+
+
+@pytest.mark.postgres
+def test_a_breaker_trip_in_one_serve_spares_the_insurer_in_the_other_and_one_probe_closes_both(
+    tmp_path: Path, simulator: Callable[..., Simulator], pg_url: str, fault_model_dir: Path
+) -> None:
+    """Guard "breaker" on two serve processes sharing one database: busy answers seen by A alone open
+    B's circuit too (B never called the insurer), so B's orders are kept without a call; after the
+    cooldown one probe through A closes both, and B's log says why."""
+    sim = simulator(scenario="fast", seed=7)
+    insurers = insurers_file(tmp_path, sim.url, timeout_s=5.0)
+    breaker = {
+        "ASYNCGATE_INSURER_GUARD": "breaker",
+        "ASYNCGATE_BREAKER_WINDOW": "5",
+        "ASYNCGATE_BREAKER_FAILURES": "3",
+        "ASYNCGATE_BREAKER_COOLDOWN_S": "5",
+        "ASYNCGATE_SHARED_SYNC_S": "0.2",
+    }
+    env = {**FAST_RETRY, **breaker, "ASYNCGATE_STATE_DIR": str(tmp_path / "state")}
+    args = common_args(pg_url, fault_model_dir, insurers)
+    a, b = serve(tmp_path, args, env), serve(tmp_path, args, env)
+    gauge = f'asyncgate_insurer_circuit_state{{insurer="{INSURER}"}}'
+
+    def circuit(http: httpx.Client) -> str | None:
+        lines = [line for line in http.get("/metrics").text.splitlines() if line.startswith(gauge)]
+        return lines[0].split()[-1] if lines else None
+
+    try:
+        with (
+            httpx.Client(base_url=a.url, timeout=30.0, trust_env=False) as http_a,
+            httpx.Client(base_url=b.url, timeout=30.0, trust_env=False) as http_b,
+        ):
+            for n in range(3):
+                assert http_a.post("/process", json=order_body(f"BUSY-{n}", ["insurer_busy"])).status_code == 200
+            assert circuit(http_a) == "2.0", "A opened on its own count"
+            wait_for(lambda: circuit(http_b) == "2.0", timeout_s=3, what="B's circuit opened by A's trip")
+            skipped = [f"SKIP-B-{n}" for n in range(4)]
+            for order_id in skipped:
+                body = http_b.post("/process", json=order_body(order_id, ["success"])).json()
+                assert (body["state"], body["attempts"]) == ("ASYNC_PROCESSING", 0), body
+                assert body["failure"]["outcome"] == "skipped"
+            calls = sim.ledger()["calls_by_key"]
+            assert not any(f"{o}:underwrite" in calls for o in skipped), "B spared the insurer"
+            time.sleep(5.1)  # the cooldown
+            assert http_a.post("/process", json=order_body("PROBE-A", ["success"])).json()["state"] == "SUCCEEDED"
+            assert circuit(http_a) == "0.0"
+            wait_for(lambda: circuit(http_b) == "0.0", timeout_s=3, what="B's circuit closed by A's probe")
+            assert "a probe of another process succeeded" in b.output()
+            assert "opened by another process" in b.output()
+            assert not any(f"{o}:underwrite" in sim.ledger()["calls_by_key"] for o in skipped), "B made no probe"
+    finally:
+        for service in (a, b):
+            assert service.stop() in CLEAN_EXIT, service.output()

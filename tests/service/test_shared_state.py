@@ -18,11 +18,12 @@ import anyio
 import pytest
 import sqlalchemy as sa
 
+from service.breaker import BreakerPolicy, BreakerState
 from service.budget import SharedRetryBudget
 from service.health import InsurerHealth
 from service.metrics import Metrics
 from service.store import StoreUnavailable, create_db_engine, migrate, steps
-from service.store.insurer_state import InsurerStateStore, Traffic
+from service.store.insurer_state import CircuitClose, CircuitRow, CircuitTrip, InsurerStateStore, Traffic
 from service.throttle import ThrottlePolicy
 
 POLICY = ThrottlePolicy(accept_multiplier=2.0, window_s=120.0, buckets=24, min_requests=20)
@@ -75,6 +76,9 @@ class DownStore(InsurerStateStore):
         pass
 
     def push_traffic(self, *args: Any, **kwargs: Any) -> dict[str, Traffic]:
+        raise StoreUnavailable("connection refused")
+
+    def push_circuit(self, *args: Any, **kwargs: Any) -> dict[str, CircuitRow]:
         raise StoreUnavailable("connection refused")
 
     def take_tokens(self, *args: Any, **kwargs: Any) -> Any:
@@ -220,6 +224,106 @@ def test_database_down_keeps_the_fleet_figure_then_falls_back_to_the_local_view(
     assert h.allow("acme"), "orders are never blocked because the sync failed"
     anyio.run(h.sync, stores())
     assert h.figure("acme").shared and h.figure("acme").requests == 31, "the unsynced count arrived later"
+
+
+# -- the on/off breaker (guard "breaker") ----------------------------------------------------------
+
+BREAKER = BreakerPolicy(window=10, failures=5, cooldown_s=30.0, probes=1)
+
+
+def breaker_health(wall: Clock, mono: Clock) -> InsurerHealth:
+    return InsurerHealth(BREAKER, Metrics(), guard="breaker", clock=mono, wall=wall)
+
+
+def trip(h: InsurerHealth, insurer: str = "acme") -> None:
+    for _ in range(BREAKER.failures):
+        assert h.allow(insurer)
+        h.record(insurer, failed=True)
+    assert h.state(insurer) is BreakerState.OPEN
+
+
+def test_circuit_rows_keep_the_longest_trip_and_a_close_ends_only_earlier_trips(
+    stores: Callable[[], InsurerStateStore],
+) -> None:
+    a, b = stores(), stores()
+    a.push_circuit([CircuitTrip("acme", T0, T0 + 30, "5 of the last 10 calls failed")], [])
+    rows = b.push_circuit([CircuitTrip("acme", T0 - 5, T0 + 25, "older and shorter")], [])
+    assert rows["acme"] == CircuitRow("acme", T0, T0 + 30, None, "5 of the last 10 calls failed"), "the longer trip"
+    rows = b.push_circuit([], [CircuitClose("acme", T0 - 1)])
+    assert rows["acme"].closed_at is None, "a probe before the trip does not end it"
+    rows = b.push_circuit([], [CircuitClose("acme", T0 + 12)])
+    assert (rows["acme"].open_until, rows["acme"].closed_at) == (T0 + 12, T0 + 12)
+    rows = a.push_circuit([], [CircuitClose("acme", T0 + 11)])
+    assert (rows["acme"].open_until, rows["acme"].closed_at) == (T0 + 12, T0 + 12), "the first close stays"
+    rows = a.push_circuit([], [CircuitClose("acme", T0 + 50)])
+    assert (rows["acme"].open_until, rows["acme"].closed_at) == (T0 + 12, T0 + 50), "a later one, its time"
+    rows = a.push_circuit([CircuitTrip("acme", T0 + 40, T0 + 70, "a probe failed")], [CircuitClose("acme", T0 + 20)])
+    assert rows["acme"] == CircuitRow("acme", T0 + 40, T0 + 70, None, "a probe failed"), "whatever the lists' order"
+    assert set(rows) == {"acme"}
+
+
+def test_a_trip_in_one_process_opens_every_process_until_the_same_time(
+    stores: Callable[[], InsurerStateStore],
+) -> None:
+    wall, mono = Clock(T0), Clock(10.0)
+    a, b = breaker_health(wall, mono), breaker_health(wall, mono)
+    store_a, store_b = stores(), stores()
+    anyio.run(b.sync, store_b)
+    assert b.allow("acme")
+    trip(a)
+    wall.now += 0.5
+    mono.now += 0.5
+    anyio.run(a.sync, store_a)
+    anyio.run(b.sync, store_b)
+    assert b.state("acme") is BreakerState.OPEN and not b.allow("acme"), "b never called the insurer, yet stops"
+    assert b.retry_in("acme") == pytest.approx(BREAKER.cooldown_s - 0.5)
+    assert b.blocked() == {"acme"}, "its worker claims none of the insurer's orders"
+    assert a.retry_in("acme") == pytest.approx(BREAKER.cooldown_s - 0.5), "a's own trip read back changes nothing"
+    wall.now += BREAKER.cooldown_s
+    mono.now += BREAKER.cooldown_s
+    assert a.state("acme") is BreakerState.HALF_OPEN and b.state("acme") is BreakerState.HALF_OPEN
+
+
+def test_one_successful_probe_closes_every_process_and_a_failed_one_opens_them_all_again(
+    stores: Callable[[], InsurerStateStore],
+) -> None:
+    wall, mono = Clock(T0), Clock(10.0)
+    a, b, c = breaker_health(wall, mono), breaker_health(wall, mono), breaker_health(wall, mono)
+    store_a, store_b, store_c = stores(), stores(), stores()
+
+    def sync_all() -> None:  # two periods: a process hears of a change at its first sync after the writer's
+        for _ in range(2):
+            for h, store in ((a, store_a), (b, store_b), (c, store_c)):
+                assert anyio.run(h.sync, store)
+
+    trip(a)
+    sync_all()
+    wall.now += BREAKER.cooldown_s + 1
+    mono.now += BREAKER.cooldown_s + 1
+    assert b.allow("acme"), "b probes"
+    b.record("acme", failed=True)  # the insurer is still down: b opens again, and with it everyone
+    sync_all()
+    for h in (a, b, c):
+        assert not h.allow("acme") and h.retry_in("acme") == pytest.approx(BREAKER.cooldown_s)
+    wall.now += BREAKER.cooldown_s + 1
+    mono.now += BREAKER.cooldown_s + 1
+    assert c.allow("acme")
+    c.record("acme", failed=False)
+    assert c.state("acme") is BreakerState.CLOSED
+    sync_all()
+    for h in (a, b):
+        assert h.state("acme") is BreakerState.CLOSED, "closed by c's probe, without a probe of their own"
+        assert h.allow("acme") and h.allow("acme"), "closed: every call goes through"
+
+
+def test_a_trip_the_database_did_not_take_is_written_by_the_next_sync(stores: Callable[[], InsurerStateStore]) -> None:
+    wall, mono = Clock(T0), Clock(10.0)
+    a, b = breaker_health(wall, mono), breaker_health(wall, mono)
+    trip(a)
+    assert anyio.run(a.sync, DownStore()) is False
+    anyio.run(a.sync, stores())
+    anyio.run(b.sync, stores())
+    assert b.state("acme") is BreakerState.OPEN
 
 
 # -- the fleet's retry budget ----------------------------------------------------------------------
