@@ -257,8 +257,13 @@ class InsurerHealth:
         self._trips, self._closes = {}, {}
         try:
             rows = await anyio.to_thread.run_sync(store.push_circuit, list(trips.values()), list(closes.values()))
-        except StoreUnavailable:
-            self._trips, self._closes = trips | self._trips, closes | self._closes
+        except BaseException as exc:
+            self._trips, self._closes = trips | self._trips, closes | self._closes  # newer ones win
+            if not isinstance(exc, StoreUnavailable):
+                raise
+            if not self._sync_down:
+                self._sync_down = True
+                sync_log.warning("insurer state: the breaker's changes not shared (%s); kept for the next sync", exc)
             return False
         self._apply_circuits(rows)
         return True

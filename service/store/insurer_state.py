@@ -16,7 +16,9 @@ fleet's retry budget, one figure per insurer for every serve and worker process 
 
 - `push_circuit(trips, closes)`: the on/off breaker's changes (guard "breaker"), one transaction: a
   trip upserts the insurer's `insurer_circuit` row when it keeps the circuit open longer than the row
-  does (`ON CONFLICT DO UPDATE ... WHERE excluded.open_until > open_until`); a close (a probe that
+  does and began after the row's last close (`ON CONFLICT DO UPDATE ... WHERE excluded.open_until >
+  open_until AND (closed_at IS NULL OR excluded.opened_at > closed_at)`: a trip that reaches the
+  database after the probe that ended it reopens nothing); a close (a probe that
   succeeded at `at`) ends the trip opened at or before `at` (`closed_at = at`, and `open_until` no
   later than `at`), never a later one; the processes whose circuit that trip opened close theirs, even
   those whose cooldown had passed and which would otherwise probe too. Then every row is read back,
@@ -171,43 +173,50 @@ class InsurerStateStore:
 
     def push_circuit(self, trips: Sequence[CircuitTrip], closes: Sequence[CircuitClose]) -> dict[str, CircuitRow]:
         """Write this process's breaker trips and closes and return every insurer's row. The conditions
-        make the order of the two lists immaterial: a close never ends a later trip."""
+        make the order of arrival immaterial, within one push or across processes: a trip is taken
+        when it keeps the circuit open longer and began after the row's last close; a close ends only
+        a trip opened at or before it."""
         c = insurer_circuit
+        insurers = sorted({t.insurer for t in trips} | {k.insurer for k in closes})
         with self._transaction() as conn:
-            for trip in sorted(trips, key=lambda t: (t.insurer, t.opened_at)):  # key order: no deadlock
-                insert = self._insert(c).values(
-                    insurer=trip.insurer,
-                    opened_at=trip.opened_at,
-                    open_until=trip.open_until,
-                    closed_at=None,
-                    reason=trip.reason[:200],
-                )
-                excluded = insert.excluded
-                conn.execute(
-                    insert.on_conflict_do_update(
-                        index_elements=[c.c.insurer],
-                        set_={
-                            "opened_at": excluded.opened_at,
-                            "open_until": excluded.open_until,
-                            "closed_at": None,
-                            "reason": excluded.reason,
-                        },
-                        where=excluded.open_until > c.c.open_until,
+            for insurer in insurers:  # rows locked in key order: concurrent pushes never deadlock
+                for trip in sorted((t for t in trips if t.insurer == insurer), key=lambda t: t.opened_at):
+                    insert = self._insert(c).values(
+                        insurer=insurer,
+                        opened_at=trip.opened_at,
+                        open_until=trip.open_until,
+                        closed_at=None,
+                        reason=trip.reason[:200],
                     )
-                )
-            for close in sorted(closes, key=lambda c: (c.insurer, c.at)):
-                conn.execute(
-                    sa.update(c)
-                    .where(
-                        c.c.insurer == close.insurer,
-                        c.c.opened_at <= close.at,
-                        sa.or_(c.c.closed_at.is_(None), c.c.closed_at < close.at),
+                    excluded = insert.excluded
+                    conn.execute(
+                        insert.on_conflict_do_update(
+                            index_elements=[c.c.insurer],
+                            set_={
+                                "opened_at": excluded.opened_at,
+                                "open_until": excluded.open_until,
+                                "closed_at": None,
+                                "reason": excluded.reason,
+                            },
+                            where=sa.and_(
+                                excluded.open_until > c.c.open_until,
+                                sa.or_(c.c.closed_at.is_(None), excluded.opened_at > c.c.closed_at),
+                            ),
+                        )
                     )
-                    .values(
-                        open_until=sa.case((c.c.open_until > close.at, close.at), else_=c.c.open_until),
-                        closed_at=close.at,
+                for close in sorted((k for k in closes if k.insurer == insurer), key=lambda k: k.at):
+                    conn.execute(
+                        sa.update(c)
+                        .where(
+                            c.c.insurer == insurer,
+                            c.c.opened_at <= close.at,
+                            sa.or_(c.c.closed_at.is_(None), c.c.closed_at < close.at),
+                        )
+                        .values(
+                            open_until=sa.case((c.c.open_until > close.at, close.at), else_=c.c.open_until),
+                            closed_at=close.at,
+                        )
                     )
-                )
             rows = conn.execute(sa.select(c)).mappings().all()
         return {
             row["insurer"]: CircuitRow(

@@ -257,9 +257,23 @@ def test_circuit_rows_keep_the_longest_trip_and_a_close_ends_only_earlier_trips(
     assert (rows["acme"].open_until, rows["acme"].closed_at) == (T0 + 12, T0 + 12), "the first close stays"
     rows = a.push_circuit([], [CircuitClose("acme", T0 + 50)])
     assert (rows["acme"].open_until, rows["acme"].closed_at) == (T0 + 12, T0 + 50), "a later one, its time"
-    rows = a.push_circuit([CircuitTrip("acme", T0 + 40, T0 + 70, "a probe failed")], [CircuitClose("acme", T0 + 20)])
-    assert rows["acme"] == CircuitRow("acme", T0 + 40, T0 + 70, None, "a probe failed"), "whatever the lists' order"
+    rows = a.push_circuit([CircuitTrip("acme", T0 + 60, T0 + 90, "a probe failed")], [CircuitClose("acme", T0 + 55)])
+    assert rows["acme"] == CircuitRow("acme", T0 + 60, T0 + 90, None, "a probe failed"), "whatever the lists' order"
     assert set(rows) == {"acme"}
+
+
+def test_a_trip_that_arrives_after_the_probe_that_ended_it_reopens_nothing(
+    stores: Callable[[], InsurerStateStore],
+) -> None:
+    """Process A trips at T; C's probe succeeds at T+10 and C syncs first; A's trip arrives after (its
+    sync was later, or the database was down for it): the circuit stays closed for everyone."""
+    a, c = stores(), stores()
+    a.push_circuit([CircuitTrip("acme", T0 - 30, T0, "an old trip")], [])
+    c.push_circuit([], [CircuitClose("acme", T0 + 10)])
+    rows = a.push_circuit([CircuitTrip("acme", T0 + 5, T0 + 35, "5 of the last 10 calls failed")], [])
+    assert (rows["acme"].opened_at, rows["acme"].closed_at) == (T0 - 30, T0 + 10), "the close stands"
+    rows = a.push_circuit([CircuitTrip("acme", T0 + 11, T0 + 41, "a probe failed")], [])
+    assert (rows["acme"].opened_at, rows["acme"].open_until, rows["acme"].closed_at) == (T0 + 11, T0 + 41, None)
 
 
 def test_a_trip_in_one_process_opens_every_process_until_the_same_time(
