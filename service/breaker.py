@@ -124,8 +124,7 @@ class CircuitBreaker:
             if failed:
                 self._open()
                 return BreakerState.OPEN, "a probe failed"
-            self._state = BreakerState.CLOSED
-            self._recent.clear()
+            self._close()
             return BreakerState.CLOSED, "a probe succeeded"
         if self._state is BreakerState.OPEN:
             return None  # a call let through before the circuit opened: it has been counted enough
@@ -149,9 +148,13 @@ class CircuitBreaker:
         """Close, as a probe that succeeded in another process decided; False when already closed."""
         if self._state is BreakerState.CLOSED:
             return False
-        self._state, self._probes_out = BreakerState.CLOSED, 0
-        self._recent.clear()
+        self._probes_out = 0
+        self._close()
         return True
+
+    def _close(self) -> None:
+        self._state = BreakerState.CLOSED
+        self._recent.clear()
 
     def _open(self) -> None:
         self._state = BreakerState.OPEN
@@ -199,20 +202,18 @@ class Breakers:
 
     def trip(self, insurer: str, open_for_s: float, why: str) -> bool:
         """Open `insurer`'s circuit for `open_for_s` seconds (another process's trip); did it change?"""
-        breaker = self._get(insurer)
-        before = breaker.state
-        if not breaker.trip(open_for_s):
-            return False
-        self._changed(insurer, before, BreakerState.OPEN, why)
-        return True
+        return self._impose(insurer, lambda b: b.trip(open_for_s), BreakerState.OPEN, why)
 
     def reset(self, insurer: str, why: str) -> bool:
         """Close `insurer`'s circuit (another process's probe succeeded); did it change?"""
+        return self._impose(insurer, CircuitBreaker.reset, BreakerState.CLOSED, why)
+
+    def _impose(self, insurer: str, change: Callable[[CircuitBreaker], bool], after: BreakerState, why: str) -> bool:
         breaker = self._get(insurer)
         before = breaker.state
-        if not breaker.reset():
+        if not change(breaker):
             return False
-        self._changed(insurer, before, BreakerState.CLOSED, why)
+        self._changed(insurer, before, after, why)
         return True
 
     def state(self, insurer: str) -> BreakerState:

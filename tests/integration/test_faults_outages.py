@@ -172,6 +172,26 @@ def test_insurer_down_then_timing_out_then_back(tmp_path: Path, pg_url: str, fau
             sim.stop()
 
 
+def breaker_env(tmp_path: Path, *, cooldown_s: float, **extra: str) -> dict[str, str]:
+    """Guard "breaker": 3 failed calls of the last 5 open it for `cooldown_s`."""
+    return {
+        **FAST_RETRY,
+        "ASYNCGATE_INSURER_GUARD": "breaker",
+        "ASYNCGATE_BREAKER_WINDOW": "5",
+        "ASYNCGATE_BREAKER_FAILURES": "3",
+        "ASYNCGATE_BREAKER_COOLDOWN_S": str(cooldown_s),
+        "ASYNCGATE_STATE_DIR": str(tmp_path / "state"),
+        **extra,
+    }
+
+
+def circuit(http: httpx.Client) -> str | None:
+    """The insurer's asyncgate_insurer_circuit_state in the process's /metrics (None: not reported yet)."""
+    gauge = f'asyncgate_insurer_circuit_state{{insurer="{INSURER}"}}'
+    lines = [line for line in http.get("/metrics").text.splitlines() if line.startswith(gauge)]
+    return lines[0].split()[-1] if lines else None
+
+
 @pytest.mark.postgres
 def test_circuit_breaker_spares_a_failing_insurer_and_closes_again(
     tmp_path: Path, simulator: Callable[..., Simulator], pg_url: str, fault_model_dir: Path
@@ -181,20 +201,9 @@ def test_circuit_breaker_spares_a_failing_insurer_and_closes_again(
     succeeds and closes the circuit; the worker then completes the skipped orders."""
     sim = simulator(scenario="fast", seed=6)
     insurers = insurers_file(tmp_path, sim.url, timeout_s=5.0)
-    breaker = {
-        "ASYNCGATE_INSURER_GUARD": "breaker",
-        "ASYNCGATE_BREAKER_WINDOW": "5",
-        "ASYNCGATE_BREAKER_FAILURES": "3",
-        "ASYNCGATE_BREAKER_COOLDOWN_S": "2",
-    }
-    env = {**FAST_RETRY, **breaker, "ASYNCGATE_STATE_DIR": str(tmp_path / "state")}
+    env = breaker_env(tmp_path, cooldown_s=2)
     args = common_args(pg_url, fault_model_dir, insurers)
     service = serve(tmp_path, args, env)
-    gauge = f'asyncgate_insurer_circuit_state{{insurer="{INSURER}"}}'
-
-    def circuit(http: httpx.Client) -> str:
-        line = next(line for line in http.get("/metrics").text.splitlines() if line.startswith(gauge))
-        return line.split()[-1]
 
     try:
         with httpx.Client(base_url=service.url, timeout=30.0, trust_env=False) as http:
@@ -231,21 +240,9 @@ def test_a_breaker_trip_in_one_serve_spares_the_insurer_in_the_other_and_one_pro
     cooldown one probe through A closes both, and B's log says why."""
     sim = simulator(scenario="fast", seed=7)
     insurers = insurers_file(tmp_path, sim.url, timeout_s=5.0)
-    breaker = {
-        "ASYNCGATE_INSURER_GUARD": "breaker",
-        "ASYNCGATE_BREAKER_WINDOW": "5",
-        "ASYNCGATE_BREAKER_FAILURES": "3",
-        "ASYNCGATE_BREAKER_COOLDOWN_S": "5",
-        "ASYNCGATE_SHARED_SYNC_S": "0.2",
-    }
-    env = {**FAST_RETRY, **breaker, "ASYNCGATE_STATE_DIR": str(tmp_path / "state")}
+    env = breaker_env(tmp_path, cooldown_s=5, ASYNCGATE_SHARED_SYNC_S="0.2")
     args = common_args(pg_url, fault_model_dir, insurers)
     a, b = serve(tmp_path, args, env), serve(tmp_path, args, env)
-    gauge = f'asyncgate_insurer_circuit_state{{insurer="{INSURER}"}}'
-
-    def circuit(http: httpx.Client) -> str | None:
-        lines = [line for line in http.get("/metrics").text.splitlines() if line.startswith(gauge)]
-        return lines[0].split()[-1] if lines else None
 
     try:
         with (
